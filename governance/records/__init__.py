@@ -1,0 +1,1 @@
+"""Governance records: the tables compliance and model risk rely on."""

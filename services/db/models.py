@@ -1,0 +1,84 @@
+"""Tables of the running system: users and their keys, documents, versions, clauses, chunks."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from governance.records.base import Base, utcnow
+
+ROLES = ("staff", "compliance", "model_risk", "admin")
+VERSION_STATUSES = ("pending", "active", "superseded")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    clearance: Mapped[str] = mapped_column(String(32))
+    api_key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Document(Base):
+    """A policy, identified by its policy_id; its content lives in immutable versions."""
+
+    __tablename__ = "documents"
+
+    policy_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DocumentVersion(Base):
+    """One immutable version. Visible to queries only once `status` is active (or superseded for as_of)."""
+
+    __tablename__ = "document_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_id: Mapped[str] = mapped_column(ForeignKey("documents.policy_id"))
+    version: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(200))
+    classification: Mapped[str] = mapped_column(String(32))
+    effective_date: Mapped[date] = mapped_column(Date)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    source_name: Mapped[str] = mapped_column(Text)
+    index_name: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    clause_count: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    superseded_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (UniqueConstraint("policy_id", "version"),)
+
+
+class Clause(Base):
+    __tablename__ = "clauses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("document_versions.id"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    number: Mapped[str] = mapped_column(Text)
+    heading_path: Mapped[list] = mapped_column(JSON)
+    text: Mapped[str] = mapped_column(Text)
+    chunk_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # also the vector point id
+    version_id: Mapped[int] = mapped_column(ForeignKey("document_versions.id"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    token_count: Mapped[int] = mapped_column(Integer)
+    clause_numbers: Mapped[list] = mapped_column(JSON)
+    heading_path: Mapped[list] = mapped_column(JSON)
+    text: Mapped[str] = mapped_column(Text)

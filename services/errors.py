@@ -1,0 +1,48 @@
+"""Errors of the running system (see governance.errors for the shared base)."""
+
+from __future__ import annotations
+
+from governance.errors import (  # noqa: F401  (re-exported: one place to import errors from)
+    AuditUnavailable,
+    ModelNotApproved,
+    ModelRejected,
+    NotFound,
+    PolicyHubError,
+    ReembeddingRequired,
+)
+
+
+class SchemaOutOfDate(PolicyHubError):
+    status_code, error = 503, "schema_out_of_date"
+
+
+class DocumentRejected(PolicyHubError):
+    status_code, error = 422, "document_rejected"
+
+
+class DocumentConflict(PolicyHubError):
+    status_code, error = 409, "version_conflict"
+
+
+class InvalidRequest(PolicyHubError):
+    status_code, error = 422, "invalid_request"
+
+
+class Unauthenticated(PolicyHubError):
+    status_code, error = 401, "unauthenticated"
+
+
+class Forbidden(PolicyHubError):
+    status_code, error = 403, "forbidden"
+
+
+class ResidencyViolation(PolicyHubError):
+    status_code, error = 403, "residency_violation"
+
+
+class BudgetExceeded(PolicyHubError):
+    status_code, error = 429, "budget_exceeded"
+
+
+class IndexUnavailable(PolicyHubError):
+    status_code, error = 503, "index_unavailable"
