@@ -1,0 +1,91 @@
+"""The FastAPI application: lifespan builds the runtime once; one error shape for every failure."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.config import Settings, get_settings
+from services.errors import PolicyHubError
+from services.logging import configure_logging
+
+log = structlog.get_logger()
+
+JSON_BODY_LIMIT = 256 * 1024  # questions are at most a few KB; anything far larger is refused unread
+
+
+def error_body(error: str, detail) -> dict:  # noqa: ANN001
+    return {"error": error, "detail": detail}
+
+
+def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # noqa: ANN001
+    settings = settings or get_settings()
+    configure_logging(settings.json_logs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        from services.runtime import build_runtime
+
+        rt = runtime or build_runtime(settings)
+        rt.ingestion.recover_pending()
+        _ = rt.query  # warm every model before the first request
+        app.state.runtime = rt
+        log.info("serve.ready", index=rt.identity.index_name)
+        yield
+        if runtime is None:
+            rt.close()
+
+    app = FastAPI(title="policyhub", version="0.1.0", lifespan=lifespan,
+                  description="Governed policy knowledge hub: cited answers, audited, model-risk gated.")
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):  # noqa: ANN001, ANN202
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if not all(c.isalnum() or c in "-_" for c in request_id) or len(request_id) > 64:
+            request_id = uuid.uuid4().hex
+        request.state.request_id = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, path=request.url.path)
+        length = request.headers.get("content-length")
+        limit = settings.max_upload_bytes + 64 * 1024 if request.url.path.startswith("/v1/documents") \
+            else JSON_BODY_LIMIT
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(error_body("payload_too_large", f"request body over {limit:,} bytes"),
+                                status_code=413, headers={"x-request-id": request_id})
+        response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    @app.exception_handler(PolicyHubError)
+    async def domain_error(request: Request, exc: PolicyHubError) -> JSONResponse:
+        log.info("request.error", error=exc.error, status=exc.status_code)
+        return JSONResponse(error_body(exc.error, exc.detail), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg')}")
+        return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body("http_error", exc.detail), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request.unexpected_error")
+        return JSONResponse(error_body("internal_error", "unexpected error; see the server log"), status_code=500)
+
+    from services.api import ask, audit, documents, health, models
+
+    for module in (ask, documents, audit, health, models):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,356 @@
+"""Ingestion: a policy document becomes an immutable, version-locked, clause-aligned index entry.
+
+Visibility protocol (why a killed process never leaves a half-visible version):
+1. a `pending` version row is committed first, so a crash leaves a marker;
+2. points are written to the vector index tagged with that version id — queries only
+   ever filter on versions whose row is `active`/`superseded`, so these are invisible;
+3. one transaction inserts the clause and chunk rows, flips the version to `active`,
+   marks the previous active version `superseded` and appends the audit events.
+`recover_pending()` discards any pending version left by a crash (its points first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from governance.audit import AuditEntry, append
+from governance.policy import GovernancePolicy
+from services.db.models import Chunk, Clause as ClauseRow, Document, DocumentVersion
+from services.db.session import transaction
+from services.embedding.sentence import Embedder
+from services.errors import DocumentConflict, DocumentRejected, PolicyHubError
+from services.ingestion.chunker import ClauseChunk, chunk_clauses
+from services.ingestion.metadata import DocumentMetadata, load_sidecar, resolve_metadata
+from services.ingestion.parsers import SUPPORTED_SUFFIXES, parse_document
+from services.ingestion.segmenter import segment
+from services.users.service import Principal
+from services.vectors.base import IndexPoint, VectorIndex
+from services.vectors.sparse import encode_document
+
+log = structlog.get_logger()
+
+UPSERT_BATCH = 256
+# Deterministic point ids: the same version and chunk ordinal always get the same id.
+POINT_NAMESPACE = uuid.UUID("6f1c7a52-8d0b-4b0e-9a57-0d1f5c3e2a10")
+
+
+@dataclass
+class IngestResult:
+    source: str
+    status: str  # published | unchanged | rejected
+    policy_id: str | None = None
+    version: str | None = None
+    clauses: int = 0
+    chunks: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class IngestSummary:
+    results: list[IngestResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def published(self) -> list[IngestResult]:
+        return [r for r in self.results if r.status == "published"]
+
+    @property
+    def rejected(self) -> list[IngestResult]:
+        return [r for r in self.results if r.status == "rejected"]
+
+    @property
+    def clauses(self) -> int:
+        return sum(r.clauses for r in self.published)
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for r in self.published)
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """Everything computed from the file before anything is stored."""
+
+    metadata: DocumentMetadata
+    content_sha256: str
+    source: str
+    chunks: list[ClauseChunk]
+
+
+def iter_document_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files named directly, and supported files inside folders (sidecar metadata files excluded)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES and ".meta." not in p.name
+            )
+        else:
+            found.append(path)
+    return found
+
+
+class IngestionService:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        index: VectorIndex,
+        embedder: Embedder,
+        policy: GovernancePolicy,
+        index_name: str,
+        max_bytes: int,
+    ) -> None:
+        self.session_factory = session_factory
+        self.index = index
+        self.embedder = embedder
+        self.policy = policy
+        self.index_name = index_name
+        self.max_bytes = max_bytes
+
+    # -- preparation (pure of storage) -------------------------------------------------
+
+    def prepare(self, filename: str, data: bytes, overrides: dict, sidecar: dict | None = None) -> PreparedDocument:
+        parsed = parse_document(filename, data, max_bytes=self.max_bytes)
+        metadata = resolve_metadata(filename, parsed.metadata, sidecar, overrides)
+        if metadata.classification not in self.policy.classifications:
+            raise DocumentRejected(f"{filename}: classification {metadata.classification!r} is not in the policy file")
+        clauses = segment(parsed.text)
+        if not clauses:
+            raise DocumentRejected(f"{filename}: no text found to index")
+        chunks = chunk_clauses(clauses, self.embedder.count_tokens)
+        return PreparedDocument(metadata, hashlib.sha256(data).hexdigest(), filename, chunks)
+
+    # -- storage ----------------------------------------------------------------------
+
+    def ingest_bytes(self, filename: str, data: bytes, overrides: dict | None = None,
+                     sidecar: dict | None = None, actor: Principal | None = None,
+                     request_id: str | None = None) -> IngestResult:
+        """Ingest one document; a rejected document stores nothing and raises."""
+        started = time.perf_counter()
+        prepared = self.prepare(filename, data, overrides or {}, sidecar)
+        meta = prepared.metadata
+        version_id = self._reserve_version(prepared)
+        if version_id is None:
+            return IngestResult(filename, "unchanged", meta.policy_id, meta.version,
+                                seconds=time.perf_counter() - started)
+        try:
+            rows = self._index_chunks(version_id, prepared)
+            self._publish(version_id, prepared, rows, actor, request_id or uuid.uuid4().hex)
+        except BaseException:
+            self._discard(version_id)
+            raise
+        n_clauses = sum(len(c.clauses) for c in prepared.chunks)
+        log.info("ingest.published", policy_id=meta.policy_id, version=meta.version,
+                 clauses=n_clauses, chunks=len(prepared.chunks))
+        return IngestResult(filename, "published", meta.policy_id, meta.version, n_clauses,
+                            len(prepared.chunks), seconds=time.perf_counter() - started)
+
+    def ingest_paths(self, paths: Sequence[Path], overrides: dict | None = None,
+                     actor: Principal | None = None,
+                     on_progress: Callable[[IngestResult], None] | None = None) -> IngestSummary:
+        """Ingest files and folders; each bad file is reported and skipped, the rest still land."""
+        started = time.perf_counter()
+        self.recover_pending()
+        summary = IngestSummary()
+        for path in iter_document_paths(paths):
+            try:
+                data = _read_bounded(path, self.max_bytes)
+                result = self.ingest_bytes(path.name, data, overrides, load_sidecar(path), actor)
+            except PolicyHubError as exc:
+                result = IngestResult(str(path), "rejected", error=exc.detail)
+                log.warning("ingest.rejected", source=str(path), reason=exc.detail)
+            summary.results.append(result)
+            if on_progress:
+                on_progress(result)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _reserve_version(self, prepared: PreparedDocument) -> int | None:
+        """Commit a pending row (the crash marker); None when this exact content is already stored."""
+        meta = prepared.metadata
+        with transaction(self.session_factory) as session:
+            existing = session.scalars(select(DocumentVersion).where(
+                DocumentVersion.policy_id == meta.policy_id, DocumentVersion.version == meta.version)).first()
+            if existing is not None:
+                if existing.content_sha256 == prepared.content_sha256 and existing.status != "pending":
+                    return None
+                if existing.status == "pending":
+                    raise DocumentConflict(
+                        f"{prepared.source}: {meta.policy_id} version {meta.version} is being ingested by another process")
+                raise DocumentConflict(
+                    f"{prepared.source}: {meta.policy_id} version {meta.version} already exists with different "
+                    "content; versions are immutable — publish a new version number")
+            if session.get(Document, meta.policy_id) is None:
+                session.add(Document(policy_id=meta.policy_id))
+                session.flush()
+            row = DocumentVersion(
+                policy_id=meta.policy_id, version=meta.version, title=meta.title, owner=meta.owner,
+                classification=meta.classification, effective_date=meta.effective_date,
+                content_sha256=prepared.content_sha256, source_name=prepared.source,
+                index_name=self.index_name, status="pending", clause_count=0, chunk_count=0,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def _index_chunks(self, version_id: int, prepared: PreparedDocument) -> list[tuple[str, ClauseChunk]]:
+        """Embed every clause window of the document in one batch, then upsert the chunk points."""
+        meta = prepared.metadata
+        window_texts: list[str] = []
+        layout: list[list[tuple[int, int]]] = []  # per chunk: (clause index, row count)
+        for chunk in prepared.chunks:
+            per_clause = []
+            for clause in chunk.clauses:
+                pieces = self.embedder.windows(_embedding_text(clause))
+                window_texts += pieces
+                per_clause.append(len(pieces))
+            layout.append(per_clause)
+        vectors = self.embedder.embed(window_texts)
+        points, rows, cursor = [], [], 0
+        for ordinal, (chunk, per_clause) in enumerate(zip(prepared.chunks, layout, strict=True)):
+            n_rows = sum(per_clause)
+            dense = vectors[cursor : cursor + n_rows]
+            cursor += n_rows
+            point_id = str(uuid.uuid5(POINT_NAMESPACE, f"{version_id}:{ordinal}"))
+            row_clause = [i for i, count in enumerate(per_clause) for _ in range(count)]
+            payload = {
+                "version_id": version_id,
+                "policy_id": meta.policy_id,
+                "version": meta.version,
+                "classification": meta.classification,
+                "effective_date": meta.effective_date.isoformat(),
+                "title": meta.title,
+                "chunk_ordinal": ordinal,
+                "heading_path": list(chunk.heading_path),
+                "clauses": [{"number": c.number, "text": c.text, "heading_path": list(c.heading_path)}
+                            for c in chunk.clauses],
+                "row_clause": row_clause,
+            }
+            points.append(IndexPoint(id=point_id, dense=dense.tolist(), sparse=encode_document(chunk.text),
+                                     payload=payload))
+            rows.append((point_id, chunk))
+        for start in range(0, len(points), UPSERT_BATCH):
+            self.index.upsert(self.index_name, points[start : start + UPSERT_BATCH])
+        return rows
+
+    def _publish(self, version_id: int, prepared: PreparedDocument, rows: list[tuple[str, ClauseChunk]],
+                 actor: Principal | None, request_id: str) -> None:
+        meta = prepared.metadata
+        with transaction(self.session_factory) as session:
+            session.connection(execution_options={"immediate": True})
+            version = session.get(DocumentVersion, version_id)
+            ordinal = 0
+            for chunk_ordinal, (point_id, chunk) in enumerate(rows):
+                session.add(Chunk(id=point_id, version_id=version_id, ordinal=chunk_ordinal,
+                                  token_count=chunk.token_count, clause_numbers=list(chunk.clause_numbers),
+                                  heading_path=list(chunk.heading_path), text=chunk.text))
+                for clause in chunk.clauses:
+                    session.add(ClauseRow(version_id=version_id, ordinal=ordinal, number=clause.number,
+                                          heading_path=list(clause.heading_path), text=clause.text,
+                                          chunk_id=point_id))
+                    ordinal += 1
+            version.clause_count = ordinal
+            version.chunk_count = len(rows)
+            superseded = _apply_supersession(session, version)
+            now = _now()
+            version.published_at = now
+            actor_name, actor_role = (actor.name, actor.role) if actor else ("cli", "admin")
+            append(session, AuditEntry(
+                request_id=request_id, event="document.published", actor=actor_name, actor_role=actor_role,
+                channel="ingest", policy_ids=(meta.policy_id,),
+                payload={"policy_id": meta.policy_id, "version": meta.version, "title": meta.title,
+                         "classification": meta.classification, "effective_date": meta.effective_date.isoformat(),
+                         "content_sha256": prepared.content_sha256, "source": prepared.source,
+                         "index": self.index_name, "clauses": ordinal, "chunks": len(rows),
+                         "status": version.status}))
+            for old in superseded:
+                append(session, AuditEntry(
+                    request_id=request_id, event="document.superseded", actor=actor_name, actor_role=actor_role,
+                    channel="ingest", policy_ids=(meta.policy_id,),
+                    payload={"policy_id": old.policy_id, "version": old.version, "superseded_by": meta.version}))
+
+    def _discard(self, version_id: int) -> None:
+        """Remove a pending version: its points first, then its marker row."""
+        try:
+            self.index.delete_versions(self.index_name, [version_id])
+        except PolicyHubError:
+            log.error("ingest.discard_failed", version_id=version_id)
+            return  # the pending marker stays, so recover_pending() retries later
+        with transaction(self.session_factory) as session:
+            row = session.get(DocumentVersion, version_id)
+            if row is not None and row.status == "pending":
+                session.query(ClauseRow).filter(ClauseRow.version_id == version_id).delete()
+                session.query(Chunk).filter(Chunk.version_id == version_id).delete()
+                session.delete(row)
+
+    def recover_pending(self) -> int:
+        """Discard versions a killed process left pending; returns how many."""
+        with transaction(self.session_factory) as session:
+            pending = [(v.id, v.index_name) for v in session.scalars(
+                select(DocumentVersion).where(DocumentVersion.status == "pending"))]
+        for version_id, index_name in pending:
+            if self.index.collection_exists(index_name):
+                self.index.delete_versions(index_name, [version_id])
+            with transaction(self.session_factory) as session:
+                row = session.get(DocumentVersion, version_id)
+                if row is not None and row.status == "pending":
+                    session.delete(row)
+            log.warning("ingest.pending_discarded", version_id=version_id)
+        return len(pending)
+
+
+def _apply_supersession(session: Session, version: DocumentVersion) -> list[DocumentVersion]:
+    """The version with the latest effective date is active; an older one arrives already superseded."""
+    current = session.scalars(select(DocumentVersion).where(
+        DocumentVersion.policy_id == version.policy_id, DocumentVersion.status == "active",
+        DocumentVersion.id != version.id)).all()
+    newest = max(current, key=lambda v: (v.effective_date, v.id), default=None)
+    if newest is not None and newest.effective_date > version.effective_date:
+        version.status = "superseded"
+        version.superseded_at = _now()
+        return []
+    version.status = "active"
+    for old in current:
+        old.status = "superseded"
+        old.superseded_at = _now()
+    return list(current)
+
+
+def _embedding_text(clause) -> str:  # noqa: ANN001
+    # The innermost heading gives a bare clause its topic ("4.2 The cap is 80%" under "Loan-to-value limits").
+    context = clause.heading_path[-1] if clause.heading_path else ""
+    return f"{context}\n{clause.text}" if context and context not in clause.text else clause.text
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DocumentRejected(f"{path}: cannot read: {exc.strerror}") from exc
+    if size > max_bytes:
+        raise DocumentRejected(f"{path.name}: file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+    return path.read_bytes()
+
+
+def _now():  # noqa: ANN202
+    from governance.records.base import utcnow
+
+    return utcnow()
+
+
+def effective_on(versions: Sequence[DocumentVersion], as_of: date) -> DocumentVersion | None:
+    """The version of one policy in effect on a date: the latest effective date not after it."""
+    eligible = [v for v in versions if v.status in ("active", "superseded") and v.effective_date <= as_of]
+    return max(eligible, key=lambda v: (v.effective_date, v.id), default=None)

@@ -1,0 +1,42 @@
+"""structlog set-up: dotted event names, a request id bound per request, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import structlog
+
+# API keys and bearer tokens never reach a log line, whatever field they hide in.
+SECRET_PATTERN = re.compile(r"(phk_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|sk-[A-Za-z0-9_\-]{8,})")
+
+
+def _scrub(value):  # noqa: ANN001, ANN202
+    if isinstance(value, str):
+        return SECRET_PATTERN.sub("[redacted]", value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def scrub_secrets(_logger, _method, event_dict):  # noqa: ANN001, ANN201
+    return {k: _scrub(v) for k, v in event_dict.items()}
+
+
+def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
+    renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,184 @@
+"""Hybrid retrieval ranked by clause.
+
+Chunks (500-800 tokens) are what the index stores; clauses are what staff cite. So:
+dense max-sim search and BM25 sparse search each return candidate chunks; every
+clause inside the candidates is then scored on its own (dense: its own vectors
+from the chunk's multivector; lexical: BM25 over the candidate clauses) and the
+two clause rankings plus the chunk-level sparse rank are fused with RRF.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from governance.policy import GovernancePolicy
+from governance.residency import visible_classifications
+from services.db.models import DocumentVersion
+from services.vectors.base import SearchHit, VectorIndex
+from services.vectors.sparse import encode_query, tokenize
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version_id: int
+    policy_id: str
+    version: str
+    title: str
+    classification: str
+    effective_date: date
+
+
+@dataclass(frozen=True)
+class ClauseHit:
+    policy_id: str
+    policy_title: str
+    version: str
+    version_id: int
+    effective_date: str
+    classification: str
+    clause: str
+    heading_path: tuple[str, ...]
+    text: str
+    chunk_id: str
+    dense_score: float  # cosine similarity of the best window of this clause
+    lexical_score: float
+    score: float  # fused (RRF) score used for ranking
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    clauses: list[ClauseHit]
+    best_dense: float
+    candidates: int
+    latency_ms: float
+
+
+def visible_versions(session: Session, clearance: str, policy: GovernancePolicy,
+                     as_of: date | None = None) -> dict[int, VersionInfo]:
+    """Versions this caller may retrieve: active ones (or those in effect on `as_of`), within clearance."""
+    allowed = visible_classifications(clearance, policy)
+    statuses = ("active",) if as_of is None else ("active", "superseded")
+    rows = session.scalars(select(DocumentVersion).where(
+        DocumentVersion.status.in_(statuses), DocumentVersion.classification.in_(allowed))).all()
+    if as_of is not None:
+        by_policy: dict[str, DocumentVersion] = {}
+        for row in rows:
+            if row.effective_date <= as_of:
+                best = by_policy.get(row.policy_id)
+                if best is None or (row.effective_date, row.id) > (best.effective_date, best.id):
+                    by_policy[row.policy_id] = row
+        rows = list(by_policy.values())
+    return {r.id: VersionInfo(r.id, r.policy_id, r.version, r.title, r.classification, r.effective_date)
+            for r in rows}
+
+
+def rrf(rank: int, k: int) -> float:
+    return 1.0 / (k + rank)
+
+
+def bm25_scores(query_terms: Sequence[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
+    """BM25 of one query over a small candidate set (IDF from the candidates themselves)."""
+    if not docs:
+        return []
+    n = len(docs)
+    avgdl = sum(len(d) for d in docs) / n or 1.0
+    df = Counter(t for d in docs for t in set(d))
+    terms = set(query_terms)
+    scores = []
+    for doc in docs:
+        tf = Counter(doc)
+        dl = len(doc)
+        s = 0.0
+        for t in terms:
+            f = tf.get(t, 0)
+            if f:
+                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
+                s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * dl / avgdl))
+        scores.append(s)
+    return scores
+
+
+class Retriever:
+    def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str) -> None:
+        self.index = index
+        self.policy = policy
+        self.index_name = index_name
+
+    def retrieve(self, question: str, question_vector: np.ndarray, versions: dict[int, VersionInfo],
+                 top_k: int | None = None) -> RetrievalResult:
+        started = time.perf_counter()
+        rules = self.policy.retrieval
+        top_k = top_k or rules.top_clauses
+        if not versions:
+            return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
+        ids = sorted(versions)
+        qv = np.asarray(question_vector, dtype=np.float32)
+        dense_hits = self.index.search_dense(self.index_name, qv.tolist(), rules.candidate_chunks, ids,
+                                             with_vectors=True)
+        sparse_hits = self.index.search_sparse(self.index_name, encode_query(question), rules.candidate_chunks, ids)
+        chunks: dict[str, SearchHit] = {h.id: h for h in dense_hits}
+        missing = [h.id for h in sparse_hits if h.id not in chunks]
+        if missing:
+            chunks.update({h.id: h for h in self.index.retrieve(self.index_name, missing, with_vectors=True)})
+        sparse_rank = {h.id: r for r, h in enumerate(sparse_hits, start=1)}
+        dense_rank = {h.id: r for r, h in enumerate(dense_hits, start=1)}
+
+        entries = []  # (chunk id, payload, clause dict, dense score)
+        for chunk_id, hit in chunks.items():
+            payload = hit.payload
+            if payload.get("version_id") not in versions:
+                continue  # defence in depth: never trust the index filter alone
+            rows = np.asarray(hit.dense or [], dtype=np.float32)
+            sims = rows @ qv if rows.size else np.zeros(0)
+            best = {}
+            for row, clause_idx in enumerate(payload.get("row_clause", [])):
+                if row < len(sims):
+                    best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
+            for idx, clause in enumerate(payload["clauses"]):
+                entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
+        if not entries:
+            return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
+
+        q_terms = tokenize(question)
+        lexical = bm25_scores(q_terms, [tokenize(" ".join(e[2].get("heading_path", [])[-1:]) + " " + e[2]["text"])
+                                        for e in entries])
+        dense_order = sorted(range(len(entries)), key=lambda i: -entries[i][3])
+        lex_order = sorted(range(len(entries)), key=lambda i: -lexical[i])
+        d_rank = {i: r for r, i in enumerate(dense_order, start=1)}
+        l_rank = {i: r for r, i in enumerate(lex_order, start=1)}
+        k = rules.rrf_k
+        fused = []
+        for i, (chunk_id, payload, clause, dense_score) in enumerate(entries):
+            score = rrf(d_rank[i], k) + (rrf(l_rank[i], k) if lexical[i] > 0 else 0.0)
+            # the chunk's own standing in both searches breaks ties between its clauses and others
+            score += 0.5 * (rrf(dense_rank.get(chunk_id, 10_000), k) + rrf(sparse_rank.get(chunk_id, 10_000), k))
+            fused.append(score)
+        order = sorted(range(len(entries)), key=lambda i: -fused[i])
+        hits: list[ClauseHit] = []
+        seen: set[tuple[int, str]] = set()
+        for i in order:
+            chunk_id, payload, clause, dense_score = entries[i]
+            key = (payload["version_id"], clause["number"])
+            if key in seen:
+                continue  # a clause split across windows or chunks is ranked once
+            seen.add(key)
+            info = versions[payload["version_id"]]
+            hits.append(ClauseHit(
+                policy_id=info.policy_id, policy_title=info.title, version=info.version,
+                version_id=info.version_id, effective_date=info.effective_date.isoformat(),
+                classification=info.classification, clause=clause["number"],
+                heading_path=tuple(clause.get("heading_path", ())), text=clause["text"], chunk_id=chunk_id,
+                dense_score=dense_score, lexical_score=lexical[i], score=fused[i]))
+            if len(hits) >= top_k:
+                break
+        best_dense = max(e[3] for e in entries)
+        return RetrievalResult(hits, best_dense, len(chunks), (time.perf_counter() - started) * 1000)

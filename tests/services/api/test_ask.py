@@ -1,0 +1,124 @@
+"""The governed request path end to end: real model, Qdrant Edge, SQLite, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.services.conftest import LONG_FACT, auth
+
+pytestmark = pytest.mark.integration
+
+
+def ask(client, stack, who="staff", **body):
+    return client.post("/v1/ask", json=body, headers=auth(stack, who))
+
+
+def test_lookup_is_answered_with_a_full_citation(client, stack):
+    r = ask(client, stack, question="How much is the daily meal allowance when travelling for work?")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["refused"] is False
+    top = body["citations"][0]
+    assert (top["policy_id"], top["clause"], top["version"], top["effective_date"]) == (
+        "TEST-EXP", "2.1", "2.0", "2026-01-01")
+    assert top["policy_title"] == "Staff Travel and Expenses Policy"
+    assert "INR 2,000" in body["answer"]
+    assert body["request_id"] and body["latency_ms"]["total"] > 0
+
+
+def test_as_of_answers_from_the_version_then_in_effect(client, stack):
+    r = ask(client, stack, question="How much is the daily meal allowance when travelling for work?",
+            as_of="2025-06-30")
+    top = r.json()["citations"][0]
+    assert (top["clause"], top["version"]) == ("2.1", "1.0")
+    assert "INR 1,500" in r.json()["answer"]
+
+
+def test_unrelated_question_is_not_available_without_a_model_call(client, stack):
+    r = ask(client, stack, question="What is the recipe for a chocolate souffle?")
+    body = r.json()
+    assert body["answer"] == "Not available in policy"
+    assert body["citations"] == [] and body["model"] is None and body["tier"] == 0
+
+
+def test_fact_in_the_last_clause_of_a_long_chunk_is_found(client, stack):
+    r = ask(client, stack, question="Where are the encrypted backup tapes kept and for how long?")
+    body = r.json()
+    assert body["citations"], body
+    top = body["citations"][0]
+    assert (top["policy_id"], top["clause"]) == ("TEST-ISEC", stack.long_last_clause)
+    assert LONG_FACT.split(" retained")[0] in top["text"]
+
+
+@pytest.mark.parametrize("question", [
+    "What is the overnight open FX position limit?",
+    "treasury dealing limits overnight foreign exchange position USD 25 million",
+    "How are breaches of the overnight limit reported to ALCO?",
+    "TEST-TRS clause 1.1",
+    "dealing room limit",
+])
+def test_staff_without_confidential_clearance_never_get_a_confidential_clause(client, stack, question):
+    body = ask(client, stack, "staff", question=question).json()
+    assert all(c["policy_id"] != "TEST-TRS" for c in body["citations"])
+    assert "25 million" not in body["answer"]
+    cleared = ask(client, stack, "admin", question=question).json()
+    if question.startswith("What is the overnight"):
+        assert cleared["citations"][0]["policy_id"] == "TEST-TRS"
+        assert cleared["effective_classification"] == "confidential"
+
+
+def test_public_clearance_sees_only_public_policies(client, stack):
+    body = ask(client, stack, "public-staff", question="How much is the daily meal allowance?").json()
+    assert all(c["policy_id"] == "TEST-CMP" for c in body["citations"])
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"question": ""}, "empty"),
+    ({"question": "   "}, "empty"),
+    ({"question": "x" * 4001}, "4000"),
+    ({"question": "What is the meal allowance?", "classification": "secret"}, "unknown classification"),
+    ({"question": 42}, "question"),
+    ({}, "question"),
+    ({"question": "ok?", "sla_ms": "fast"}, "sla_ms"),
+])
+def test_bad_input_is_422_with_a_clear_message(client, stack, body, fragment):
+    r = client.post("/v1/ask", json=body, headers=auth(stack, "staff"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_request"
+    assert fragment in r.json()["detail"]
+
+
+def test_malformed_json_and_huge_bodies_are_4xx_not_500(client, stack):
+    headers = {**auth(stack, "staff"), "content-type": "application/json"}
+    r = client.post("/v1/ask", content=b'{"question": "unterminated', headers=headers)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    r = client.post("/v1/ask", content=b"{" + b" " * 400_000 + b"}", headers=headers)
+    assert r.status_code == 413
+
+
+def test_prohibited_use_is_refused_with_the_reason(client, stack):
+    body = ask(client, stack, question="Should we approve this loan for Mr Rao?").json()
+    assert body["refused"] is True
+    assert body["refusal_reason"].startswith("prohibited_use: autonomous_credit_decision")
+    assert body["citations"] == []
+
+
+def test_pii_makes_the_request_confidential(client, stack):
+    body = ask(client, stack, question="Customer Priya Sharma (PAN ABCPS1234K) asks how long a complaint "
+                                       "takes to be acknowledged").json()
+    assert body["effective_classification"] == "confidential"
+
+
+def test_every_request_leaves_an_audit_record_even_errors(client, stack):
+    ok = ask(client, stack, question="How long do I have to submit an expense claim?").json()
+    bad = client.post("/v1/ask", json={"question": "", "classification": "public"},
+                      headers={**auth(stack, "staff"), "x-request-id": "bad-request-0001"})
+    assert bad.status_code == 422
+    headers = auth(stack, "compliance")
+    record = client.get(f"/v1/audit/{ok['request_id']}", headers=headers).json()
+    trace = record["payload"]["trace"]
+    assert trace["retrieved"] and trace["threshold_met"] is True
+    assert record["payload"]["embedding_fingerprint"] == stack.runtime.identity.fingerprint
+    failed = client.get("/v1/audit/bad-request-0001", headers=headers).json()
+    assert failed["payload"]["trace"]["error"]["error"] == "invalid_request"
+    assert client.get("/v1/audit/verify", headers=headers).json()["ok"] is True

@@ -1,0 +1,103 @@
+"""A real policyhub stack for service and API tests: SQLite via Alembic, the bundled
+embedding model, a Qdrant Edge shard, and a small corpus ingested through the pipeline."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.config import Settings
+from services.db.session import transaction, upgrade
+from services.users.service import create_user
+
+FIXTURE_CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
+
+# Filler clauses give the long document ~750 tokens so it is one 500-800 token chunk
+# whose LAST clause holds a fact far past the model's 256-word-piece window.
+LONG_TOPICS = [
+    "Passwords for privileged accounts are rotated every ninety days and never shared between administrators",
+    "Laptops carry full-disk encryption and lock after five minutes without input from the user",
+    "Remote access to the core banking network requires the corporate VPN and a hardware token",
+    "Vendors receive access only for the duration of the contract and only to named systems",
+    "Security patches rated critical are applied to internet-facing servers within seventy-two hours",
+    "Removable media is blocked on branch terminals unless the branch manager grants a written exception",
+    "Phishing simulations are run every quarter and repeat clickers receive mandatory refresher training",
+    "Firewall rule changes are peer reviewed and recorded in the change management system before release",
+    "Cloud storage accounts are provisioned only through the approved enterprise tenancy and never personal accounts",
+    "Visitors to the data centre are escorted at all times and signed in at the reception desk",
+    "Source code repositories enforce signed commits and two approvals before merging to the main branch",
+    "Security incidents are logged in the incident register with a severity rating and an owner",
+    "Access reviews for payment systems are performed monthly by the application owner and the risk team",
+    "Printers in branches release documents only after the member of staff badges in at the device",
+    "Logs from critical systems are forwarded to the security operations centre and kept tamper evident",
+    "Screens facing customers in branches are fitted with privacy filters to prevent shoulder surfing",
+    "Wireless networks for guests are separated from the corporate network and carry no internal routes",
+    "Disposal of hard drives follows degaussing and physical shredding witnessed by two members of staff",
+]
+LONG_FACT = "Encrypted backup tapes are retained in the Nashik vault for seven years before witnessed destruction."
+
+
+def write_long_policy(folder: Path) -> str:
+    lines = ["---", "policy_id: TEST-ISEC", "title: Information Security Baseline", 'version: "1.0"',
+             "effective_date: 2025-01-01", "classification: internal", "owner: Chief Information Security Officer",
+             "---", "# Information Security Baseline", "## 5. Controls"]
+    for i, topic in enumerate(LONG_TOPICS, start=1):
+        lines.append(f"5.{i} {topic}; exceptions need the written approval of the Chief Information Security Officer.")
+    last = f"5.{len(LONG_TOPICS) + 1}"
+    lines.append(f"{last} {LONG_FACT}")
+    (folder / "isec-baseline.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return last
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    runtime: object
+    keys: dict[str, str]
+    long_last_clause: str
+    corpus: Path
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    return Settings(env="test", data_dir=data_dir, **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    from services.runtime import build_runtime
+
+    root = tmp_path_factory.mktemp("stack")
+    corpus = root / "corpus"
+    shutil.copytree(FIXTURE_CORPUS, corpus)
+    last = write_long_policy(corpus)
+    settings = make_settings(root / "data")
+    upgrade(settings.sqlalchemy_url)
+    runtime = build_runtime(settings)
+    summary = runtime.ingestion.ingest_paths([corpus])
+    assert not summary.rejected, [r.error for r in summary.rejected]
+    keys = {}
+    users = {"staff": ("staff", "internal"), "public-staff": ("staff", "public"),
+             "compliance": ("compliance", "confidential"), "model_risk": ("model_risk", "confidential"),
+             "admin": ("admin", "confidential")}
+    with transaction(runtime.session_factory) as session:
+        for name, (role, clearance) in users.items():
+            _, keys[name] = create_user(session, name, role, clearance, runtime.policy.classifications)
+    yield Stack(settings, runtime, keys, last, corpus)
+    runtime.close()
+
+
+@pytest.fixture(scope="session")
+def client(stack):
+    from fastapi.testclient import TestClient
+
+    from services.api.app import create_app
+
+    with TestClient(create_app(stack.settings, runtime=stack.runtime)) as test_client:
+        yield test_client
+
+
+def auth(stack: Stack, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.keys[who]}"}
