@@ -318,6 +318,141 @@ def demo(
     runtime.close()
 
 
+# -- audit ----------------------------------------------------------------------------
+
+
+def _checkpoint_path(settings) -> Path:  # noqa: ANN001
+    return settings.data_dir / "audit-checkpoints.jsonl"
+
+
+@audit_app.command("verify")
+@cli_errors
+def audit_verify(
+    checkpoints: Annotated[Optional[Path], typer.Option(help="checkpoint file (default: in the data dir)")] = None,
+) -> None:
+    """Verify the hash chain; with checkpoints also detect truncation and a recomputed chain."""
+    from governance.audit import load_checkpoints, verify_chain
+
+    runtime = _runtime(with_models=False)
+    cps = load_checkpoints(checkpoints or _checkpoint_path(runtime.settings))
+    with runtime.session_factory() as session:
+        result = verify_chain(session, checkpoints=cps)
+    if result.ok:
+        console.print(f"audit chain OK: {result.records} records, head seq {result.head_seq}, "
+                      f"{len(cps)} checkpoints checked")
+        return
+    err_console.print(f"[red]audit chain BROKEN[/red] at seq {result.first_bad_seq}: {result.reason}",
+                      highlight=False)
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+@cli_errors
+def audit_checkpoint(
+    out: Annotated[Optional[Path], typer.Option(help="append the checkpoint to this file")] = None,
+) -> None:
+    """Emit a signed {seq, head_hash, time} checkpoint to store outside the database."""
+    from dataclasses import asdict
+
+    from governance.audit import make_checkpoint, save_checkpoint
+
+    runtime = _runtime(with_models=False)
+    with runtime.session_factory() as session:
+        cp = make_checkpoint(session, runtime.settings.audit_hmac_key.get_secret_value().encode())
+    save_checkpoint(out or _checkpoint_path(runtime.settings), cp)
+    print(json.dumps(asdict(cp)))
+
+
+def _audit_filter(user, role, tier, refused, q, since, until):  # noqa: ANN001, ANN202
+    from datetime import datetime
+
+    from governance.audit_query import AuditFilter
+
+    return AuditFilter(since=datetime.fromisoformat(since) if since else None,
+                       until=datetime.fromisoformat(until) if until else None, actor=user, actor_role=role,
+                       classification=None, tier=tier, model_key=None, refused=refused, pii_present=None,
+                       policy_id=None, text=q, event=None)
+
+
+@audit_app.command("list")
+@cli_errors
+def audit_list(
+    user: Annotated[Optional[str], typer.Option()] = None,
+    role: Annotated[Optional[str], typer.Option()] = None,
+    tier: Annotated[Optional[int], typer.Option()] = None,
+    refused: Annotated[Optional[bool], typer.Option()] = None,
+    q: Annotated[Optional[str], typer.Option(help="text in the question")] = None,
+    since: Annotated[Optional[str], typer.Option()] = None,
+    until: Annotated[Optional[str], typer.Option()] = None,
+    limit: int = 50,
+) -> None:
+    """List audit records, newest first."""
+    from governance.audit_query import list_records
+
+    runtime = _runtime(with_models=False)
+    with runtime.session_factory() as session:
+        records, total = list_records(session, _audit_filter(user, role, tier, refused, q, since, until), limit=limit)
+        table = Table("seq", "time", "user", "event", "tier", "refused", "question")
+        for r in records:
+            table.add_row(str(r.seq), r.created_at.isoformat(timespec="seconds"), r.actor, r.event,
+                          "" if r.tier is None else str(r.tier), str(r.refused), (r.question or "")[:60])
+    console.print(table)
+    console.print(f"{len(records)} of {total}")
+
+
+@audit_app.command("show")
+@cli_errors
+def audit_show(request_id: str) -> None:
+    """Show the full trace of one request."""
+    from governance.audit_query import get_by_request_id, record_to_dict
+    from services.errors import NotFound
+
+    runtime = _runtime(with_models=False)
+    with runtime.session_factory() as session:
+        record = get_by_request_id(session, request_id)
+        if record is None:
+            raise NotFound(f"no audit record for request {request_id!r}")
+        print(json.dumps(record_to_dict(record, include_payload=True), indent=2, ensure_ascii=False, default=str))
+
+
+@audit_app.command("export")
+@cli_errors
+def audit_export(
+    format: Annotated[str, typer.Option(help="csv | jsonl")] = "jsonl",
+    out: Annotated[Optional[Path], typer.Option()] = None,
+    user: Annotated[Optional[str], typer.Option()] = None,
+    since: Annotated[Optional[str], typer.Option()] = None,
+    until: Annotated[Optional[str], typer.Option()] = None,
+) -> None:
+    """Export audit records as CSV or JSON lines."""
+    from governance.audit_query import export_csv, export_jsonl, iter_records
+    from services.errors import InvalidRequest
+
+    if format not in ("csv", "jsonl"):
+        raise InvalidRequest(f"unknown format {format!r}; expected csv or jsonl")
+    runtime = _runtime(with_models=False)
+    sink = out.open("w", encoding="utf-8") if out else sys.stdout
+    with runtime.session_factory() as session:
+        records = iter_records(session, _audit_filter(user, None, None, None, None, since, until))
+        for piece in (export_csv(records) if format == "csv" else export_jsonl(records)):
+            sink.write(piece)
+    if out:
+        sink.close()
+
+
+# -- bench ----------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+@cli_errors
+def bench_ingest_cmd(limit: Annotated[Optional[int], typer.Option(help="first N documents only")] = None) -> None:
+    """Ingest the 40 ObliQA documents: clauses/s, chunks/s, peak memory, ratio to raw encode."""
+    from services.bench.ingest import bench_ingest
+
+    _settings()
+    print(json.dumps(bench_ingest(limit=limit), indent=2))
+
+
 def main() -> None:
     app()
 

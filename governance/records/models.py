@@ -48,3 +48,37 @@ class ModelSignoff(Base):
     decision: Mapped[str] = mapped_column(String(16))  # approve | reject
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BenchmarkReport(Base):
+    """A benchmark run against one model fingerprint; approval reads the latest one."""
+
+    __tablename__ = "benchmark_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_key: Mapped[str] = mapped_column(String(300))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # embedding | generation
+    dataset: Mapped[str] = mapped_column(String(32))  # gold | obliqa
+    dataset_version: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(32), default="")
+    metrics: Mapped[dict] = mapped_column(JSON)
+    passed: Mapped[bool] = mapped_column(default=False)
+    report_json: Mapped[str] = mapped_column(Text)
+    report_html: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DriftAlert(Base):
+    """A significant drop or shift found by `policyhub drift run`."""
+
+    __tablename__ = "drift_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_key: Mapped[str] = mapped_column(String(300))
+    signal: Mapped[str] = mapped_column(String(64))
+    baseline: Mapped[float | None] = mapped_column(nullable=True)
+    current: Mapped[float | None] = mapped_column(nullable=True)
+    relative_change: Mapped[float | None] = mapped_column(nullable=True)
+    details: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -82,3 +82,16 @@ class Chunk(Base):
     clause_numbers: Mapped[list] = mapped_column(JSON)
     heading_path: Mapped[list] = mapped_column(JSON)
     text: Mapped[str] = mapped_column(Text)
+
+
+class Feedback(Base):
+    """Thumbs up/down from staff, stored against the audit record of the answer."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

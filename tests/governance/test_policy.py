@@ -1,0 +1,52 @@
+"""The governance policy file validates at start-up and names the line of a bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from governance.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy, parse_policy
+
+
+def test_the_shipped_policy_is_valid():
+    policy = load_policy()
+    assert policy.residency["confidential"] == ["onprem"]
+    assert policy.input.max_question_chars == 4000
+
+
+def _mutate(old: str, new: str) -> str:
+    text = DEFAULT_POLICY_PATH.read_text()
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def _line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), start=1) if fragment in line)
+
+
+@pytest.mark.parametrize("old,new,reason", [
+    ("  confidential: [onprem]", "  confidential: [onprem, moon]", "residency.confidential"),
+    ("    timeout_s: 20", "    timeout_s: -1", "timeout_s"),
+    ("  max_question_chars: 4000", "  max_question_chars: lots", "max_question_chars"),
+])
+def test_invalid_values_fail_with_line_and_reason(old, new, reason):
+    text = _mutate(old, new)
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    message = str(info.value)
+    assert reason in message
+    assert f"policy.yaml:{_line_of(text, new.strip())}:" in message
+
+
+def test_unknown_keys_and_bad_yaml_are_refused():
+    with pytest.raises(PolicyError, match="Extra inputs"):
+        parse_policy(_mutate("version: 1", "version: 1\nsurprise: true"), "p.yaml")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        parse_policy("a: [unclosed", "p.yaml")
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy("/nonexistent/policy.yaml")
+
+
+def test_classification_without_residency_is_refused():
+    with pytest.raises(PolicyError, match="no residency rule"):
+        parse_policy(_mutate("classifications: [public, internal, confidential]",
+                             "classifications: [public, internal, confidential, secret]"), "p.yaml")
