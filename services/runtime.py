@@ -25,7 +25,8 @@ from governance.registry import (
 from services.config import Settings
 from services.db.session import make_engine, make_session_factory, require_current_schema, transaction
 from services.embedding.sentence import SentenceTransformerEmbedder, default_model_path
-from services.vectors.base import VectorIndex, open_vector_index
+from services.vectors import open_vector_index
+from services.vectors.base import VectorIndex
 
 log = structlog.get_logger()
 
