@@ -1,0 +1,378 @@
+"""Parsers on real files of each format, and on the hostile files an upload form receives."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+
+import docx
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from services.errors import DocumentRejected
+from services.ingestion import parsers
+from services.ingestion.parsers import SUPPORTED_SUFFIXES, parse_document
+from services.ingestion.segmenter import segment
+
+pytestmark = pytest.mark.unit
+
+POLICY_MD = """---
+policy_id: CRD-HL-001
+title: Home Loan Credit and LTV Policy
+version: "2.0"
+effective_date: 2026-04-01
+classification: internal
+owner: Chief Credit Officer
+---
+# Home Loan Credit and LTV Policy
+## 1. Purpose and scope
+1.1 This policy sets the credit standards.
+## 4. Loan-to-value limits
+4.1 The maximum LTV ratio is 90%.
+"""
+
+
+# -- file builders -----------------------------------------------------------------------------
+
+
+def make_pdf(lines: list[str], title: str | None = None, with_text: bool = True) -> bytes:
+    """A minimal valid one-page PDF with a Helvetica text stream (pypdf cannot write text)."""
+
+    def escape(s: str) -> str:
+        return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    content = "BT /F1 12 Tf 14 TL 72 720 Td " + " ".join(f"({escape(line)}) Tj T*" for line in lines) + " ET"
+    contents = " /Contents 5 0 R" if with_text else ""
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 4 0 R >> >>{contents} >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+    ]
+    if title:
+        objects.append(f"<< /Title ({escape(title)}) >>")
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{obj}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    info = f" /Info {len(objects)} 0 R" if title else ""
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def make_docx() -> bytes:
+    document = docx.Document()
+    document.core_properties.title = "Home Loan Credit and LTV Policy"
+    document.add_heading("Home Loan Credit and LTV Policy", level=1)
+    document.add_heading("1. Purpose and scope", level=2)
+    document.add_paragraph("1.1 This policy sets the credit standards.")
+    document.add_paragraph("Salaried applicants", style="List Number")
+    document.add_paragraph("Self-employed applicants", style="List Number")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "Loan amount", "LTV cap"
+    table.cell(1, 0).text, table.cell(1, 1).text = "Up to INR 30 lakh", "90%"
+    document.add_heading("4. Loan-to-value limits", level=2)
+    document.add_paragraph("4.1 The maximum LTV ratio is 90%.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def replace_zip_entries(data: bytes, replacements: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as target:
+        for info in source.infolist():
+            if info.filename not in replacements:
+                target.writestr(info.filename, source.read(info.filename))
+        for name, content in replacements.items():
+            target.writestr(name, content)
+    return buffer.getvalue()
+
+
+DOCUMENT_XML_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+)
+DOCUMENT_XML_BODY = (
+    '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+    "<w:body><w:p><w:r><w:t>&lol9;</w:t></w:r></w:p></w:body></w:document>"
+)
+
+
+# -- text formats ------------------------------------------------------------------------------
+
+
+def test_markdown_front_matter_becomes_metadata_and_headings_keep_their_hashes() -> None:
+    parsed = parse_document("home-loans.md", POLICY_MD.encode())
+    assert parsed.metadata == {
+        "policy_id": "CRD-HL-001",
+        "title": "Home Loan Credit and LTV Policy",
+        "version": "2.0",
+        "effective_date": "2026-04-01",
+        "classification": "internal",
+        "owner": "Chief Credit Officer",
+    }
+    assert parsed.text.startswith("# Home Loan Credit and LTV Policy\n## 1. Purpose and scope\n")
+    assert "policy_id" not in parsed.text
+
+
+def test_markdown_without_front_matter_takes_its_title_from_the_first_h1() -> None:
+    parsed = parse_document("note.markdown", b"Intro line\n# Travel Policy\n1.1 Text.\n")
+    assert parsed.metadata == {"title": "Travel Policy"}
+
+
+def test_front_matter_that_is_not_a_mapping_is_rejected() -> None:
+    with pytest.raises(DocumentRejected, match=r"^bad\.md: the front matter must be a YAML mapping"):
+        parse_document("bad.md", b"---\n- a list\n---\n# Title\n")
+    with pytest.raises(DocumentRejected, match=r"^bad\.md: the front matter is not valid YAML"):
+        parse_document("bad.md", b"---\ntitle: [unclosed\n---\n# Title\n")
+
+
+def test_text_is_normalised_bom_crlf_invisible_marks_and_odd_spaces() -> None:
+    raw = "\ufeff1.1\tRule \u200e1.2 applies.\r\n1.2\u00a0Second\u2003line.\r\n".encode()
+    parsed = parse_document("rules.txt", raw)
+    assert parsed.text == "1.1\tRule 1.2 applies.\n1.2 Second line.\n"
+
+
+def test_windows_1252_text_is_read() -> None:
+    parsed = parse_document("legacy.txt", "1.1 The caf\u00e9 \u201crule\u201d \u2013 applies.".encode("cp1252"))
+    assert parsed.text == "1.1 The caf\u00e9 \u201crule\u201d \u2013 applies."
+
+
+def test_binary_junk_named_txt_is_rejected() -> None:
+    junk = random.Random(7).randbytes(4096)
+    with pytest.raises(DocumentRejected, match=r"^junk\.txt: not readable as text"):
+        parse_document("junk.txt", junk)
+    with pytest.raises(DocumentRejected, match=r"binary"):
+        parse_document("nul.md", b"1.1 text\x00\x00 more text")
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "message"),
+    [
+        ("setup.exe", b"MZ\x90\x00", r"^setup\.exe: unsupported file type '\.exe'"),
+        ("README", b"text", r"^README: unsupported file type '\(none\)'"),
+        ("empty.md", b"", r"^empty\.md: the file is empty"),
+        ("blank.txt", b"  \n\t\n", r"^blank\.txt: no text found"),
+        ("only-front-matter.md", b"---\ntitle: T\n---\n", r"no text found"),
+    ],
+)
+def test_unusable_files_are_rejected_with_the_file_named(filename: str, data: bytes, message: str) -> None:
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document(filename, data)
+
+
+def test_files_over_the_size_limit_are_rejected_before_parsing() -> None:
+    with pytest.raises(DocumentRejected, match=r"^big\.md: the file is 2001 bytes, over the limit of 2000 bytes"):
+        parse_document("big.md", b"a" * 2001, max_bytes=2000)
+    assert parse_document("fits.md", b"a" * 2000, max_bytes=2000).text == "a" * 2000
+
+
+def test_suffixes_are_matched_case_insensitively() -> None:
+    assert set(SUPPORTED_SUFFIXES) >= {".md", ".txt", ".docx", ".pdf", ".html", ".htm", ".markdown"}
+    assert parse_document("POLICY.MD", b"# T\n1.1 x\n").text == "# T\n1.1 x\n"
+
+
+# -- DOCX --------------------------------------------------------------------------------------
+
+
+def test_docx_headings_numbering_tables_and_title() -> None:
+    parsed = parse_document("home-loans.docx", make_docx())
+    assert parsed.metadata == {"title": "Home Loan Credit and LTV Policy"}
+    assert parsed.text.splitlines() == [
+        "# Home Loan Credit and LTV Policy",
+        "## 1. Purpose and scope",
+        "1.1 This policy sets the credit standards.",
+        "1. Salaried applicants",  # Word's automatic numbering is not in the text; it is rebuilt
+        "2. Self-employed applicants",
+        "/Table Start",
+        "Loan amount\tLTV cap",
+        "Up to INR 30 lakh\t90%",
+        "/Table End",
+        "## 4. Loan-to-value limits",
+        "4.1 The maximum LTV ratio is 90%.",
+    ]
+    numbers = [c.number for c in segment(parsed.text)]
+    assert numbers == ["preamble", "1", "1.1", "1.1.1.", "1.1.2.", "4", "4.1"]
+
+
+def test_docx_custom_properties_carry_policy_metadata() -> None:
+    custom = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Properties xmlns="http://schemas.openxmlformats.org/officeDocument/2006/custom-properties" '
+        'xmlns:vt="http://schemas.openxmlformats.org/officeDocument/2006/docPropsVTypes">'
+        '<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="2" name="Policy ID">'
+        "<vt:lpwstr>CRD-HL-001</vt:lpwstr></property>"
+        '<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="3" name="version">'
+        "<vt:lpwstr>2.0</vt:lpwstr></property>"
+        '<property fmtid="{D5CDD505-2E9C-101B-9397-08002B2CF9AE}" pid="4" name="colour">'
+        "<vt:lpwstr>blue</vt:lpwstr></property></Properties>"
+    )
+    data = replace_zip_entries(make_docx(), {"docProps/custom.xml": custom.encode()})
+    parsed = parse_document("p.docx", data)
+    assert parsed.metadata == {"title": "Home Loan Credit and LTV Policy", "policy_id": "CRD-HL-001", "version": "2.0"}
+
+
+def test_docx_zip_bomb_is_rejected_before_extraction() -> None:
+    # 16 MiB of zeros deflates to about 16 KiB: a thousandfold expansion.
+    bomb = replace_zip_entries(make_docx(), {"word/media/padding.bin": b"\0" * (16 * 1024 * 1024)})
+    assert len(bomb) < 200_000
+    with pytest.raises(DocumentRejected, match=r"^bomb\.docx: zip entry 'word/media/padding\.bin' expands \d+x"):
+        parse_document("bomb.docx", bomb)
+
+
+def test_docx_total_expanded_size_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Incompressible content passes the ratio check, so only the total-size check can stop it.
+    data = replace_zip_entries(make_docx(), {"word/media/photo.bin": random.Random(1).randbytes(300_000)})
+    parse_document("ok.docx", data)
+    monkeypatch.setattr(parsers, "_MAX_ZIP_UNCOMPRESSED_BYTES", 200_000)
+    with pytest.raises(DocumentRejected, match=r"^big\.docx: the DOCX would expand to \d+ bytes"):
+        parse_document("big.docx", data)
+
+
+def test_docx_with_too_many_entries_is_rejected() -> None:
+    entries = {f"word/media/{i}.txt": b"x" for i in range(1_001)}
+    with pytest.raises(DocumentRejected, match=r"zip entries, over the limit of 1000"):
+        parse_document("many.docx", replace_zip_entries(make_docx(), entries))
+
+
+def test_docx_billion_laughs_is_rejected() -> None:
+    entities = '<!ENTITY lol "lol">' + "".join(
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10 if i > 1 else "&lol;" * 10}">' for i in range(1, 10)
+    )
+    xml = f"{DOCUMENT_XML_HEAD}<!DOCTYPE lolz [{entities}]>{DOCUMENT_XML_BODY}"
+    data = replace_zip_entries(make_docx(), {"word/document.xml": xml.encode()})
+    with pytest.raises(DocumentRejected, match=r"^laughs\.docx: word/document\.xml declares a DTD or XML entities"):
+        parse_document("laughs.docx", data)
+
+
+def test_docx_external_entity_is_rejected() -> None:
+    xml = (
+        f'{DOCUMENT_XML_HEAD}<!DOCTYPE d [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+        + DOCUMENT_XML_BODY.replace("&lol9;", "&xxe;")
+    )
+    data = replace_zip_entries(make_docx(), {"word/document.xml": xml.encode()})
+    with pytest.raises(DocumentRejected, match=r"declares a DTD or XML entities"):
+        parse_document("xxe.docx", data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"PK\x03\x04 not really a zip", r"^broken\.docx: not a valid DOCX file"),
+        (replace_zip_entries(make_docx(), {"word/document.xml": b"<w:document><unclosed>"}), r"is not well-formed XML"),
+    ],
+)
+def test_broken_docx_is_rejected(data: bytes, message: str) -> None:
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document("broken.docx", data)
+
+
+def test_zip_that_is_not_a_word_document_is_rejected() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    with pytest.raises(DocumentRejected, match=r"not a Word document \(word/document\.xml is missing\)"):
+        parse_document("other.docx", buffer.getvalue())
+
+
+# -- PDF ---------------------------------------------------------------------------------------
+
+
+def test_pdf_text_and_title() -> None:
+    pdf = make_pdf(
+        ["Home Loan Policy", "1. Purpose and scope", "1.1 This policy sets the rules (see 2).", "(a) first item"],
+        title="Home Loan Policy",
+    )
+    parsed = parse_document("home-loans.pdf", pdf)
+    assert parsed.metadata == {"title": "Home Loan Policy"}
+    assert parsed.text.splitlines() == [
+        "Home Loan Policy",
+        "1. Purpose and scope",
+        "1.1 This policy sets the rules (see 2).",
+        "(a) first item",
+    ]
+    assert [c.number for c in segment(parsed.text)] == ["preamble", "1.", "1.1", "1.1.(a)"]
+
+
+def test_encrypted_pdf_is_rejected() -> None:
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf(["1.1 Secret rule."]))))
+    writer.encrypt("secret")
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    with pytest.raises(DocumentRejected, match=r"^locked\.pdf: the PDF is encrypted"):
+        parse_document("locked.pdf", buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [make_pdf(["1.1 Rule."])[:150], b"%PDF-1.4\n" + random.Random(3).randbytes(2000), b"not a pdf at all"],
+)
+def test_broken_pdf_is_rejected(data: bytes) -> None:
+    with pytest.raises(DocumentRejected, match=r"^broken\.pdf: not a readable PDF"):
+        parse_document("broken.pdf", data)
+
+
+def test_pdf_without_text_is_rejected() -> None:
+    with pytest.raises(DocumentRejected, match=r"^scan\.pdf: the PDF has no extractable text"):
+        parse_document("scan.pdf", make_pdf([], with_text=False))
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def test_html_blocks_headings_tables_and_meta() -> None:
+    html = b"""<!DOCTYPE html><html><head><title>Travel  Policy</title>
+    <meta name="policy_id" content="FIN-EXP-001"><meta name="Version" content="1.1">
+    <meta name="viewport" content="width=device-width">
+    <style>p { color: red }</style><script>var x = "1.1 not a clause";</script></head>
+    <body><nav>Home</nav><h1>Travel and Expenses Policy</h1><h2>2. Air travel</h2>
+    <p>2.1 Economy class is the <b>default</b>
+       for flights under six hours.</p>
+    <ul><li>(a) book through the travel desk;</li><li>(b) keep the boarding pass.</li></ul>
+    <table><tr><th>Grade</th><th>Class</th></tr><tr><td>E1</td><td>Economy</td></tr></table>
+    <div>2.2 Upgrades<br>need approval.</div><!-- a comment -->
+    <h2>3. Hotels</h2><ol><li>Book approved hotels.</li><li>Keep receipts:<ol type="a"><li>room;</li>
+    <li>meals.</li></ol></li></ol><ol start="3"><li>3.3 Already numbered.</li></ol></body></html>"""
+    parsed = parse_document("travel.html", html)
+    assert parsed.metadata == {"title": "Travel Policy", "policy_id": "FIN-EXP-001", "version": "1.1"}
+    assert parsed.text.splitlines() == [
+        "Home",
+        "# Travel and Expenses Policy",
+        "## 2. Air travel",
+        "2.1 Economy class is the default for flights under six hours.",
+        "(a) book through the travel desk;",
+        "(b) keep the boarding pass.",
+        "/Table Start",
+        "Grade\tClass",
+        "E1\tEconomy",
+        "/Table End",
+        "2.2 Upgrades",
+        "need approval.",
+        "## 3. Hotels",
+        "1. Book approved hotels.",
+        "2. Keep receipts:",
+        "a. room;",
+        "b. meals.",
+        "3.3 Already numbered.",
+    ]
+    assert [c.number for c in segment(parsed.text)] == [
+        "preamble", "2", "2.1", "2.1.(a)", "2.1.(b)", "2.2", "3", "3.1.", "3.2.", "3.2.a.", "3.2.b.", "3.3",
+    ]
+
+
+def test_html_entity_declarations_are_rejected() -> None:
+    html = b'<!DOCTYPE html [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><html><body><p>&lol2;</p></body></html>'
+    with pytest.raises(DocumentRejected, match=r"^evil\.htm: the HTML declares XML entities"):
+        parse_document("evil.htm", html)
+
+
+def test_html_with_only_script_has_no_text() -> None:
+    with pytest.raises(DocumentRejected, match=r"no text found"):
+        parse_document("empty.html", b"<html><body><script>alert(1)</script></body></html>")
