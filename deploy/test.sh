@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if [ "$(id -u)" = 0 ] && ! command -v pg_ctlcluster >/dev/null; then
+# PostgreSQL for the database tests; Chromium for the browser tests (driven by Playwright
+# with executable_path=/usr/bin/chromium — Playwright's own browser download can't work here).
+if [ "$(id -u)" = 0 ] && { ! command -v pg_ctlcluster >/dev/null || [ ! -x /usr/bin/chromium ]; }; then
   apt-get update -q
-  apt-get install -y -q postgresql
+  apt-get install -y -q postgresql chromium
 fi
 bash deploy/install.sh
 

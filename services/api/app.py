@@ -86,6 +86,9 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
 
     from services.api import ask, audit, documents, health, models
 
+    from services.web.routes import router as web_router
+
     for module in (ask, documents, audit, health, models):
         app.include_router(module.router)
+    app.include_router(web_router)
     return app

@@ -45,7 +45,9 @@ def api_key_from(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or request.cookies.get("policyhub_key") or None
+    # No cookie here: a cookie-authenticated API would need CSRF protection; the web
+    # pages have their own signed session (services/web/session.py).
+    return request.headers.get("x-api-key") or None
 
 
 def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
