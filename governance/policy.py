@@ -111,6 +111,7 @@ class ModelSpec(_Strict):
 class RoutingRules(_Strict):
     sla_tier1_max_ms: int = Field(gt=0)
     sla_tier2_max_ms: int = Field(gt=0)
+    async_sla_min_ms: int = Field(default=10_000, gt=0)  # an SLA at least this long allows Tier-3
     retry_budget: int = Field(ge=0, le=10)
     per_request_cost_cap: float = Field(ge=0.0)
     daily_budget_per_user: float = Field(ge=0.0)
@@ -162,8 +163,8 @@ class GovernancePolicy(_Strict):
         keys = [m.key for m in self.models]
         if len(keys) != len(set(keys)):
             raise ValueError("models: the same name@version is listed twice")
-        if self.routing.sla_tier1_max_ms >= self.routing.sla_tier2_max_ms:
-            raise ValueError("routing: sla_tier1_max_ms must be below sla_tier2_max_ms")
+        if not self.routing.sla_tier1_max_ms < self.routing.sla_tier2_max_ms < self.routing.async_sla_min_ms:
+            raise ValueError("routing: need sla_tier1_max_ms < sla_tier2_max_ms < async_sla_min_ms")
         return self
 
     @cached_property

@@ -154,6 +154,12 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
     for spec in policy.models:
         if spec.key not in approved:
             continue
+        base_url = settings.openai_endpoints.get(spec.key) or spec.base_url
+        if spec.kind == "openai" and not base_url:
+            # Approved but not deployed here: never routable, and says so at start-up.
+            log.warning("query.model_without_endpoint", model=spec.key,
+                        hint="set POLICYHUB_OPENAI_ENDPOINTS to route to it")
+            continue
         api_key = settings.openai_api_keys.get(spec.key)
         generator = build_generator(spec, settings.openai_endpoints.get(spec.key),
                                     api_key.get_secret_value() if api_key else None)

