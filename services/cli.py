@@ -453,6 +453,36 @@ def bench_ingest_cmd(limit: Annotated[Optional[int], typer.Option(help="first N 
     print(json.dumps(bench_ingest(limit=limit), indent=2))
 
 
+@bench_app.command("query")
+@cli_errors
+def bench_query_cmd(
+    big_chunks: Annotated[int, typer.Option(help="synthetic chunks for the large-index search figure")] = 100_000,
+) -> None:
+    """Tier-0 end-to-end p50/p95, retrieval alone (gold corpus and a 100k-chunk index), guard chain."""
+    from services.bench.query import bench_query
+
+    _settings()
+    print(json.dumps(bench_query(big_chunks=big_chunks), indent=2))
+
+
+@bench_app.command("audit")
+@cli_errors
+def bench_audit_cmd(n: Annotated[int, typer.Option(help="records to append")] = 100_000) -> None:
+    """Append cost per record (p95), verify throughput and export throughput on a fresh SQLite database."""
+    import tempfile
+
+    from governance.audit import bench_audit
+    from services.db.session import make_engine, make_session_factory, upgrade
+
+    _settings()
+    with tempfile.TemporaryDirectory(prefix="policyhub-bench-") as tmp:
+        url = f"sqlite:///{tmp}/audit.db"
+        upgrade(url)
+        engine = make_engine(url)
+        print(json.dumps(bench_audit(make_session_factory(engine), n=n), indent=2))
+        engine.dispose()
+
+
 def main() -> None:
     app()
 

@@ -85,18 +85,23 @@ def rrf(rank: int, k: int) -> float:
     return 1.0 / (k + rank)
 
 
-def bm25_scores(query_terms: Sequence[str], docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> list[float]:
+TermBag = tuple[Counter, int]  # term frequencies and length of one clause
+
+
+def term_bag(terms: Sequence[str]) -> TermBag:
+    return Counter(terms), len(terms)
+
+
+def bm25_scores(query_terms: Sequence[str], docs: Sequence[TermBag], k1: float = 1.2, b: float = 0.75) -> list[float]:
     """BM25 of one query over a small candidate set (IDF from the candidates themselves)."""
     if not docs:
         return []
     n = len(docs)
-    avgdl = sum(len(d) for d in docs) / n or 1.0
-    df = Counter(t for d in docs for t in set(d))
+    avgdl = sum(dl for _, dl in docs) / n or 1.0
     terms = set(query_terms)
+    df = Counter(t for tf, _ in docs for t in terms if t in tf)
     scores = []
-    for doc in docs:
-        tf = Counter(doc)
-        dl = len(doc)
+    for tf, dl in docs:
         s = 0.0
         for t in terms:
             f = tf.get(t, 0)
@@ -112,6 +117,19 @@ class Retriever:
         self.index = index
         self.policy = policy
         self.index_name = index_name
+        # Chunk id -> its clauses' terms. Chunks are immutable (ids are derived from an
+        # immutable version), so a cached tokenisation can never go stale.
+        self._terms: dict[str, list[TermBag]] = {}
+
+    def _clause_terms(self, chunk_id: str, clauses: list[dict]) -> list[TermBag]:
+        terms = self._terms.get(chunk_id)
+        if terms is None:
+            terms = [term_bag(tokenize(" ".join(c.get("heading_path", [])[-1:]) + " " + c["text"]))
+                     for c in clauses]
+            if len(self._terms) > 50_000:
+                self._terms.clear()
+            self._terms[chunk_id] = terms
+        return terms
 
     def retrieve(self, question: str, question_vector: np.ndarray, versions: dict[int, VersionInfo],
                  top_k: int | None = None) -> RetrievalResult:
@@ -133,6 +151,7 @@ class Retriever:
         dense_rank = {h.id: r for r, h in enumerate(dense_hits, start=1)}
 
         entries = []  # (chunk id, payload, clause dict, dense score)
+        entry_terms: list[TermBag] = []
         for chunk_id, hit in chunks.items():
             payload = hit.payload
             if payload.get("version_id") not in versions:
@@ -143,14 +162,14 @@ class Retriever:
             for row, clause_idx in enumerate(payload.get("row_clause", [])):
                 if row < len(sims):
                     best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
+            entry_terms += self._clause_terms(chunk_id, payload["clauses"])
             for idx, clause in enumerate(payload["clauses"]):
                 entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
         if not entries:
             return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
 
         q_terms = tokenize(question)
-        lexical = bm25_scores(q_terms, [tokenize(" ".join(e[2].get("heading_path", [])[-1:]) + " " + e[2]["text"])
-                                        for e in entries])
+        lexical = bm25_scores(q_terms, entry_terms)
         dense_order = sorted(range(len(entries)), key=lambda i: -entries[i][3])
         lex_order = sorted(range(len(entries)), key=lambda i: -lexical[i])
         d_rank = {i: r for r, i in enumerate(dense_order, start=1)}
