@@ -39,9 +39,10 @@ def bench_ingest(root: Path = DEFAULT_OBLIQA_DIR, limit: int | None = None, batc
         texts: list[str] = []
         for doc in docs:
             prepared = service.prepare(doc.path.name, doc.path.read_bytes(), ingest_overrides(doc))
+            by_number = {c.number: c.text for chunk in prepared.chunks for c in chunk.clauses}
             for chunk in prepared.chunks:
                 for clause in chunk.clauses:
-                    texts += embedder.windows(_embedding_text(clause))
+                    texts += embedder.windows(_embedding_text(clause, by_number))
         started = time.perf_counter()
         embedder.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                               show_progress_bar=False)

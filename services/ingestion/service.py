@@ -12,6 +12,7 @@ Visibility protocol (why a killed process never leaves a half-visible version):
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -209,11 +210,12 @@ class IngestionService:
         """Embed every clause window of the document in one batch, then upsert the chunk points."""
         meta = prepared.metadata
         window_texts: list[str] = []
-        layout: list[list[tuple[int, int]]] = []  # per chunk: (clause index, row count)
+        layout: list[list[int]] = []  # per chunk: rows (windows) per clause
+        by_number = {c.number: c.text for chunk in prepared.chunks for c in chunk.clauses}
         for chunk in prepared.chunks:
             per_clause = []
             for clause in chunk.clauses:
-                pieces = self.embedder.windows(_embedding_text(clause))
+                pieces = self.embedder.windows(_embedding_text(clause, by_number))
                 window_texts += pieces
                 per_clause.append(len(pieces))
             layout.append(per_clause)
@@ -328,10 +330,29 @@ def _apply_supersession(session: Session, version: DocumentVersion) -> list[Docu
     return list(current)
 
 
-def _embedding_text(clause) -> str:  # noqa: ANN001
-    # The innermost heading gives a bare clause its topic ("4.2 The cap is 80%" under "Loan-to-value limits").
+SUB_ITEM = re.compile(r"^(?P<parent>.+)\.\([0-9A-Za-z]+\)$")
+
+
+def _embedding_text(clause, by_number: dict[str, str] | None = None) -> str:  # noqa: ANN001
+    """The text a clause is embedded with: its own, plus the context that gives it a topic.
+
+    The innermost heading gives a bare clause its subject ("4.2 The cap is 80%" under
+    "Loan-to-value limits"); a sub-item "(a) at any branch" gets its parent's lead-in
+    ("4.1 Customers may raise a complaint through:").
+    """
+    parts = []
     context = clause.heading_path[-1] if clause.heading_path else ""
-    return f"{context}\n{clause.text}" if context and context not in clause.text else clause.text
+    if context and context not in clause.text:
+        parts.append(context)
+    match = SUB_ITEM.match(clause.number)
+    while match:  # nested sub-items: (i) under (a) under 4.1
+        parent = (by_number or {}).get(match.group("parent"))
+        if parent:
+            parts.append(parent[:300])
+            break
+        match = SUB_ITEM.match(match.group("parent"))
+    parts.append(clause.text)
+    return "\n".join(parts)
 
 
 def _read_bounded(path: Path, max_bytes: int) -> bytes:
