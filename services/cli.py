@@ -335,8 +335,9 @@ def audit_verify(
 
     runtime = _runtime(with_models=False)
     cps = load_checkpoints(checkpoints or _checkpoint_path(runtime.settings))
+    key = runtime.settings.audit_hmac_key.get_secret_value().encode()
     with runtime.session_factory() as session:
-        result = verify_chain(session, checkpoints=cps)
+        result = verify_chain(session, checkpoints=cps, key=key)
     if result.ok:
         console.print(f"audit chain OK: {result.records} records, head seq {result.head_seq}, "
                       f"{len(cps)} checkpoints checked")
@@ -354,12 +355,14 @@ def audit_checkpoint(
     """Emit a signed {seq, head_hash, time} checkpoint to store outside the database."""
     from dataclasses import asdict
 
-    from governance.audit import make_checkpoint, save_checkpoint
+    from governance.audit import load_checkpoints, make_checkpoint, save_checkpoint
 
     runtime = _runtime(with_models=False)
+    path = out or _checkpoint_path(runtime.settings)
     with runtime.session_factory() as session:
-        cp = make_checkpoint(session, runtime.settings.audit_hmac_key.get_secret_value().encode())
-    save_checkpoint(out or _checkpoint_path(runtime.settings), cp)
+        cp = make_checkpoint(session, runtime.settings.audit_hmac_key.get_secret_value().encode(),
+                             checkpoints=load_checkpoints(path))
+    save_checkpoint(path, cp)
     print(json.dumps(asdict(cp)))
 
 

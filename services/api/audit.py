@@ -64,7 +64,8 @@ def verify(principal: ComplianceUser, session: SessionDep, runtime: RuntimeDep) 
     from governance.audit import load_checkpoints
 
     checkpoints = load_checkpoints(runtime.settings.data_dir / "audit-checkpoints.jsonl")
-    result = verify_chain(session, checkpoints=checkpoints)
+    key = runtime.settings.audit_hmac_key.get_secret_value().encode()
+    result = verify_chain(session, checkpoints=checkpoints, key=key)
     return {"ok": result.ok, "records": result.records, "first_bad_seq": result.first_bad_seq,
             "reason": result.reason, "head_seq": result.head_seq, "head_hash": result.head_hash,
             "checkpoints": len(checkpoints)}
