@@ -26,6 +26,20 @@ def scrub_secrets(_logger, _method, event_dict):  # noqa: ANN001, ANN201
     return {k: _scrub(v) for k, v in event_dict.items()}
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured.
+
+    A CLI runner or test harness that swaps and later closes stderr must not leave the
+    logger writing to a closed file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
     renderer = structlog.processors.JSONRenderer() if json_logs else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
@@ -37,6 +51,6 @@ def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
         cache_logger_on_first_use=False,
     )

@@ -42,7 +42,7 @@ def test_a_nondeterministic_model_is_refused(tmp_path):
 
 
 @pytest.mark.integration
-def test_loading_a_different_model_than_the_active_index_needs_reembedding(tmp_path, stack):
+def test_loading_a_different_model_than_the_active_index_needs_reembedding(tmp_path):
     from services.runtime import build_runtime
     from tests.services.conftest import make_settings
 
