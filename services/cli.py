@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from governance.errors import PolicyHubError
+from services.benchmark.cli import benchmark_app, drift_app, models_app
 
 app = typer.Typer(help="policyhub: governed knowledge hub for bank policies and procedures.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -22,11 +23,11 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 users_app = typer.Typer(help="Users, roles and API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 docs_app = typer.Typer(help="Published policy documents.", no_args_is_help=True)
-models_app = typer.Typer(help="Model registry and approvals.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (figures for the README's Performance section).", no_args_is_help=True)
 policy_app = typer.Typer(help="The governance policy file.", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (users_app, "users"), (docs_app, "documents"), (audit_app, "audit"),
-                  (models_app, "models"), (bench_app, "bench"), (policy_app, "policy")):
+                  (models_app, "models"), (benchmark_app, "benchmark"), (drift_app, "drift"),
+                  (bench_app, "bench"), (policy_app, "policy")):
     app.add_typer(sub, name=name)
 
 console = Console()
@@ -484,6 +485,23 @@ def bench_audit_cmd(n: Annotated[int, typer.Option(help="records to append")] = 
         engine = make_engine(url)
         print(json.dumps(bench_audit(make_session_factory(engine), n=n), indent=2))
         engine.dispose()
+
+
+@bench_app.command("tiering")
+@cli_errors
+def bench_tiering_cmd(
+    limit: Annotated[Optional[int], typer.Option(help="a stratified subset of N gold queries (every category)")] = None,
+) -> None:
+    """Tiered routing on the gold workload: traffic, cost against all-top-tier, correctness and p95 per tier."""
+    from rich.progress import Progress
+
+    from services.bench.tiering import bench_tiering
+
+    _settings()
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("gold queries", total=None)
+        result = bench_tiering(limit=limit, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print(json.dumps(result, indent=2))
 
 
 def main() -> None:

@@ -84,11 +84,12 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
         log.exception("request.unexpected_error")
         return JSONResponse(error_body("internal_error", "unexpected error; see the server log"), status_code=500)
 
-    from services.api import ask, audit, documents, health, models
+    from services.api import ask, audit, documents, health, registry
 
     from services.web.routes import router as web_router
 
-    for module in (ask, documents, audit, health, models):
+    for module in (ask, documents, audit, health, registry):
         app.include_router(module.router)
+    app.include_router(registry.drift_router)
     app.include_router(web_router)
     return app

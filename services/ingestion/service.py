@@ -209,43 +209,15 @@ class IngestionService:
     def _index_chunks(self, version_id: int, prepared: PreparedDocument) -> list[tuple[str, ClauseChunk]]:
         """Embed every clause window of the document in one batch, then upsert the chunk points."""
         meta = prepared.metadata
-        window_texts: list[str] = []
-        layout: list[list[int]] = []  # per chunk: rows (windows) per clause
-        by_number = {c.number: c.text for chunk in prepared.chunks for c in chunk.clauses}
-        for chunk in prepared.chunks:
-            per_clause = []
-            for clause in chunk.clauses:
-                pieces = self.embedder.windows(_embedding_text(clause, by_number))
-                window_texts += pieces
-                per_clause.append(len(pieces))
-            layout.append(per_clause)
-        vectors = self.embedder.embed(window_texts)
-        points, rows, cursor = [], [], 0
-        for ordinal, (chunk, per_clause) in enumerate(zip(prepared.chunks, layout, strict=True)):
-            n_rows = sum(per_clause)
-            dense = vectors[cursor : cursor + n_rows]
-            cursor += n_rows
-            point_id = str(uuid.uuid5(POINT_NAMESPACE, f"{version_id}:{ordinal}"))
-            row_clause = [i for i, count in enumerate(per_clause) for _ in range(count)]
-            payload = {
-                "version_id": version_id,
-                "policy_id": meta.policy_id,
-                "version": meta.version,
-                "classification": meta.classification,
-                "effective_date": meta.effective_date.isoformat(),
-                "title": meta.title,
-                "chunk_ordinal": ordinal,
-                "heading_path": list(chunk.heading_path),
-                "clauses": [{"number": c.number, "text": c.text, "heading_path": list(c.heading_path)}
-                            for c in chunk.clauses],
-                "row_clause": row_clause,
-            }
-            points.append(IndexPoint(id=point_id, dense=dense.tolist(), sparse=encode_document(chunk.text),
-                                     payload=payload))
-            rows.append((point_id, chunk))
+        ids = [str(uuid.uuid5(POINT_NAMESPACE, f"{version_id}:{ordinal}")) for ordinal in range(len(prepared.chunks))]
+        base = {"version_id": version_id, "policy_id": meta.policy_id, "version": meta.version,
+                "classification": meta.classification, "effective_date": meta.effective_date.isoformat(),
+                "title": meta.title}
+        points = build_points(self.embedder, base,
+                              [PointSource(i, c.text, c.heading_path, c.clauses) for i, c in zip(ids, prepared.chunks)])
         for start in range(0, len(points), UPSERT_BATCH):
             self.index.upsert(self.index_name, points[start : start + UPSERT_BATCH])
-        return rows
+        return list(zip(ids, prepared.chunks))
 
     def _publish(self, version_id: int, prepared: PreparedDocument, rows: list[tuple[str, ClauseChunk]],
                  actor: Principal | None, request_id: str) -> None:
@@ -331,6 +303,50 @@ def _apply_supersession(session: Session, version: DocumentVersion) -> list[Docu
 
 
 SUB_ITEM = re.compile(r"^(?P<parent>.+)\.\([0-9A-Za-z]+\)$")
+
+
+@dataclass(frozen=True)
+class PointSource:
+    """One chunk to index: its point id, text, heading path and clauses (number, text, heading_path)."""
+
+    id: str
+    text: str
+    heading_path: Sequence[str]
+    clauses: Sequence
+
+
+def build_points(embedder: Embedder, base_payload: dict, sources: Sequence[PointSource]) -> list[IndexPoint]:
+    """The index points of one version: every clause window embedded in one batch, one point per chunk.
+
+    Used by ingestion and by re-embedding on model activation, so both write the same payload.
+    """
+    by_number = {c.number: c.text for source in sources for c in source.clauses}
+    window_texts: list[str] = []
+    layout: list[list[int]] = []  # per chunk: rows (windows) per clause
+    for source in sources:
+        per_clause = []
+        for clause in source.clauses:
+            pieces = embedder.windows(_embedding_text(clause, by_number))
+            window_texts += pieces
+            per_clause.append(len(pieces))
+        layout.append(per_clause)
+    vectors = embedder.embed(window_texts)
+    points, cursor = [], 0
+    for ordinal, (source, per_clause) in enumerate(zip(sources, layout, strict=True)):
+        n_rows = sum(per_clause)
+        dense = vectors[cursor : cursor + n_rows]
+        cursor += n_rows
+        payload = {
+            **base_payload,
+            "chunk_ordinal": ordinal,
+            "heading_path": list(source.heading_path),
+            "clauses": [{"number": c.number, "text": c.text, "heading_path": list(c.heading_path)}
+                        for c in source.clauses],
+            "row_clause": [i for i, count in enumerate(per_clause) for _ in range(count)],
+        }
+        points.append(IndexPoint(id=source.id, dense=dense.tolist(), sparse=encode_document(source.text),
+                                 payload=payload))
+    return points
 
 
 def _embedding_text(clause, by_number: dict[str, str] | None = None) -> str:  # noqa: ANN001

@@ -20,6 +20,8 @@ PROTECTED = [
     ("GET", "/v1/audit/verify", {"compliance", "admin"}),
     ("GET", "/v1/audit/export", {"compliance", "admin"}),
     ("GET", "/v1/registry/models", {"model_risk", "admin"}),
+    ("GET", "/v1/drift/alerts", {"model_risk", "admin"}),
+    ("GET", "/v1/drift/status", {"model_risk", "admin"}),
 ]
 
 
