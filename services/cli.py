@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import sys
@@ -14,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from governance.errors import PolicyHubError
+from services.cli_support import cli_errors, err_console, load_settings as _settings
 from services.benchmark.cli import benchmark_app, drift_app, models_app
 
 app = typer.Typer(help="policyhub: governed knowledge hub for bank policies and procedures.",
@@ -31,33 +30,6 @@ for sub, name in ((db_app, "db"), (users_app, "users"), (docs_app, "documents"),
     app.add_typer(sub, name=name)
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def cli_errors(fn):  # noqa: ANN001, ANN201
-    """Domain errors print the same message the API would return and exit non-zero."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        try:
-            return fn(*args, **kwargs)
-        except PolicyHubError as exc:
-            err_console.print(f"[red]error ({exc.error}):[/red] {exc.detail}", highlight=False)
-            raise typer.Exit(1) from None
-        except ValueError as exc:  # settings and policy-file validation
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _settings():  # noqa: ANN202
-    from services.config import get_settings
-    from services.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.json_logs)
-    return settings
 
 
 def _runtime(with_models: bool = True):  # noqa: ANN202

@@ -6,7 +6,6 @@ for `models_app` and `drift_app`. Domain errors print the API's message and exit
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from governance.errors import PolicyHubError
+from services.cli_support import cli_errors, err_console, load_settings as _settings
 
 benchmark_app = typer.Typer(help="Benchmark embedding models on the gold set or ObliQA.", no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: register, benchmark, sign off, activate, retire.",
@@ -25,31 +24,6 @@ models_app = typer.Typer(help="Model registry: register, benchmark, sign off, ac
 drift_app = typer.Typer(help="Quality drift: gold re-run, live signals, labelled samples.", no_args_is_help=True)
 
 console = Console()
-err_console = Console(stderr=True)
-
-
-def cli_errors(fn):  # noqa: ANN001, ANN201
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        try:
-            return fn(*args, **kwargs)
-        except PolicyHubError as exc:
-            err_console.print(f"[red]error ({exc.error}):[/red] {exc.detail}", highlight=False)
-            raise typer.Exit(1) from None
-        except (ValueError, FileNotFoundError) as exc:  # settings, policy file, missing files
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _settings():  # noqa: ANN202
-    from services.config import get_settings
-    from services.logging import configure_logging
-
-    settings = get_settings()
-    configure_logging(settings.json_logs)
-    return settings
 
 
 def _actor(signer: str | None = None, role: str = "model_risk"):  # noqa: ANN202

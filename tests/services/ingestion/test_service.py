@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.db.session import transaction, upgrade
+from services.db.session import upgrade
 from services.errors import DocumentConflict, DocumentRejected
 from services.query.retrieval import visible_versions
 from tests.services.conftest import FIXTURE_CORPUS, make_settings
