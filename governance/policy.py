@@ -38,6 +38,11 @@ class RetrievalRules(_Strict):
     candidate_chunks: int = Field(gt=0, le=500)
     top_clauses: int = Field(gt=0, le=50)
     rrf_k: int = Field(gt=0)
+    # Reciprocal-rank fusion weights: a clause's dense rank, its BM25 rank, and its chunk's
+    # standing in the dense and sparse chunk searches.
+    dense_weight: float = Field(default=1.0, ge=0.0)
+    lexical_weight: float = Field(default=1.0, ge=0.0)
+    chunk_weight: float = Field(default=0.5, ge=0.0)
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(ge=-1.0, le=1.0)
 

@@ -112,6 +112,17 @@ def bm25_scores(query_terms: Sequence[str], docs: Sequence[TermBag], k1: float =
     return scores
 
 
+def heading_only_flags(clauses: Sequence[dict]) -> list[bool]:
+    """Which clauses of a chunk are bare headings: one short line that heads other clauses."""
+    heads = {h.strip() for c in clauses for h in c.get("heading_path", ())}
+    flags = []
+    for clause in clauses:
+        text = clause["text"].strip()
+        one_line = "\n" not in text and len(text.split()) <= 15
+        flags.append(one_line and (text in heads or (clause["number"] == "preamble" and not clause.get("heading_path"))))
+    return flags
+
+
 class Retriever:
     def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str) -> None:
         self.index = index
@@ -120,6 +131,7 @@ class Retriever:
         # Chunk id -> its clauses' terms. Chunks are immutable (ids are derived from an
         # immutable version), so a cached tokenisation can never go stale.
         self._terms: dict[str, list[TermBag]] = {}
+        self._headings: dict[str, list[bool]] = {}
 
     def _clause_terms(self, chunk_id: str, clauses: list[dict]) -> list[TermBag]:
         terms = self._terms.get(chunk_id)
@@ -130,6 +142,15 @@ class Retriever:
                 self._terms.clear()
             self._terms[chunk_id] = terms
         return terms
+
+    def _heading_flags(self, chunk_id: str, clauses: list[dict]) -> list[bool]:
+        flags = self._headings.get(chunk_id)
+        if flags is None:
+            flags = heading_only_flags(clauses)
+            if len(self._headings) > 50_000:
+                self._headings.clear()
+            self._headings[chunk_id] = flags
+        return flags
 
     def retrieve(self, question: str, question_vector: np.ndarray, versions: dict[int, VersionInfo],
                  top_k: int | None = None) -> RetrievalResult:
@@ -152,6 +173,7 @@ class Retriever:
 
         entries = []  # (chunk id, payload, clause dict, dense score)
         entry_terms: list[TermBag] = []
+        entry_heading: list[bool] = []
         for chunk_id, hit in chunks.items():
             payload = hit.payload
             if payload.get("version_id") not in versions:
@@ -163,6 +185,7 @@ class Retriever:
                 if row < len(sims):
                     best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
             entry_terms += self._clause_terms(chunk_id, payload["clauses"])
+            entry_heading += self._heading_flags(chunk_id, payload["clauses"])
             for idx, clause in enumerate(payload["clauses"]):
                 entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
         if not entries:
@@ -177,11 +200,16 @@ class Retriever:
         k = rules.rrf_k
         fused = []
         for i, (chunk_id, payload, clause, dense_score) in enumerate(entries):
-            score = rrf(d_rank[i], k) + (rrf(l_rank[i], k) if lexical[i] > 0 else 0.0)
+            score = rules.dense_weight * rrf(d_rank[i], k)
+            if lexical[i] > 0:
+                score += rules.lexical_weight * rrf(l_rank[i], k)
             # the chunk's own standing in both searches breaks ties between its clauses and others
-            score += 0.5 * (rrf(dense_rank.get(chunk_id, 10_000), k) + rrf(sparse_rank.get(chunk_id, 10_000), k))
+            score += rules.chunk_weight * (rrf(dense_rank.get(chunk_id, 10_000), k)
+                                           + rrf(sparse_rank.get(chunk_id, 10_000), k))
             fused.append(score)
-        order = sorted(range(len(entries)), key=lambda i: -fused[i])
+        # A bare heading ("3. Eligibility") or a title-only preamble says nothing a citation
+        # could rest on: it ranks after every clause with content.
+        order = sorted(range(len(entries)), key=lambda i: (entry_heading[i], -fused[i]))
         hits: list[ClauseHit] = []
         seen: set[tuple[int, str]] = set()
         for i in order:

@@ -192,7 +192,7 @@ def test_not_available_refusal_and_human_review_are_shown_plainly(context, base_
     assert "credit" in refused.locator("p").inner_text()  # the policy file's reason, shown to the user
     shot(page, "chat-refused")
 
-    page.get_by_label("Your question").fill("How do I report suspected fraud in an expense claim?")
+    page.get_by_label("Your question").fill("How long do I have to submit an expense claim, and what if I suspect fraud?")
     page.get_by_role("button", name="Ask", exact=True).click()
     third = page.locator(".turn").nth(2)
     third.locator(".citation").first.wait_for(timeout=60_000)
