@@ -16,6 +16,7 @@ import hmac
 import json
 import math
 import os
+import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -73,10 +74,24 @@ def iso_utc(value: datetime) -> str:
     return text + "Z" if value.microsecond else text + ".000000Z"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with any lone surrogate (not encodable as UTF-8) replaced by U+FFFD.
+
+    JSON lets a client send "\\ud800"; such a string can be neither hashed nor stored as
+    UTF-8, so the record keeps the replacement character instead of failing the request.
+    """
+    return text if text.isascii() or not _SURROGATE.search(text) else _SURROGATE.sub("\ufffd", text)
+
+
 def _jsonable(obj: object) -> object:
     kind = type(obj)
     # Exact types first: this walk runs over every payload appended.
-    if kind is str or kind is int or kind is bool or obj is None:
+    if kind is str:
+        return valid_text(obj)
+    if kind is int or kind is bool or obj is None:
         return obj
     if kind is float:
         if not math.isfinite(obj):
@@ -88,7 +103,7 @@ def _jsonable(obj: object) -> object:
             # json.dumps would sort int keys numerically and then print them as strings,
             # which sorts differently once read back; so keys become strings first.
             if type(key) is str:
-                name = key
+                name = valid_text(key)
             elif isinstance(key, int) and not isinstance(key, bool):
                 name = str(key)
             elif isinstance(key, str):
@@ -208,6 +223,10 @@ class AuditEntry:
     cost: float = 0.0
 
 
+def _text(value: str | None) -> str | None:
+    return None if value is None else valid_text(value)
+
+
 def _policy_ids_column(policy_ids: Sequence[str]) -> str:
     if isinstance(policy_ids, str):
         raise TypeError("policy_ids is a sequence of policy ids, not one string")
@@ -261,19 +280,22 @@ def append(session: Session, entry: AuditEntry, chain: str = MAIN_CHAIN) -> Audi
     payload_text = canonical_json(entry.payload)
     fields = {
         "chain": chain,
-        "request_id": entry.request_id,
-        "event": entry.event,
-        "actor": entry.actor,
-        "actor_role": entry.actor_role,
-        "channel": entry.channel,
-        "question": entry.question,
-        "effective_classification": entry.effective_classification,
+        "request_id": _text(entry.request_id),
+        "event": _text(entry.event),
+        "actor": _text(entry.actor),
+        "actor_role": _text(entry.actor_role),
+        "channel": _text(entry.channel),
+        "question": _text(entry.question),
+        "effective_classification": _text(entry.effective_classification),
         "tier": None if entry.tier is None else int(entry.tier),
-        "model_key": entry.model_key,
+        "model_key": _text(entry.model_key),
         "refused": bool(entry.refused),
         "pii_present": bool(entry.pii_present),
-        "policy_ids": _policy_ids_column(entry.policy_ids),
-        "cost": float(entry.cost),
+        "policy_ids": _policy_ids_column([valid_text(p) for p in entry.policy_ids]
+                                         if not isinstance(entry.policy_ids, str) else entry.policy_ids),
+        # + 0.0 turns -0.0 into 0.0: SQLite reads a stored -0.0 back as 0.0, which would
+        # no longer match the hash.
+        "cost": float(entry.cost) + 0.0,
     }
     _check_lengths(fields)
     if not math.isfinite(fields["cost"]):

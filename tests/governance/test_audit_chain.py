@@ -420,6 +420,24 @@ def test_the_csv_export_is_complete_and_safe_to_open_in_a_spreadsheet(session_fa
     assert rows[4]["question"] == "'-2+3 what is the LTV CAP"
 
 
+def test_negative_zero_cost_and_lone_surrogates_are_stored_so_that_they_verify(tmp_path):
+    # Found by the property test below: SQLite reads -0.0 back as 0.0, and "\ud800" (legal
+    # in JSON) cannot be encoded as UTF-8 at all.
+    from services.db.session import make_engine, make_session_factory, upgrade
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    upgrade(url)
+    factory = make_session_factory(make_engine(url))
+    entry = AuditEntry(request_id="r\ud800", event="ask", actor="a", actor_role="staff", channel="api",
+                       payload={"q\udc00": "x\ud800"}, question="LTV?\ud800", policy_ids=["P\ud800"], cost=-0.0)
+    (record,) = append_committed(factory, entry)
+    with factory() as session:
+        assert verify_chain(session).ok
+        stored = session.get(AuditRecord, record.seq)
+        assert stored.question == "LTV?\ufffd" and stored.request_id == "r\ufffd"
+        assert stored.payload == '{"q\ufffd":"x\ufffd"}' and stored.policy_ids == "P\ufffd"
+
+
 # -- a property test through the real store ------------------------------------------
 
 @pytest.fixture(scope="module")
