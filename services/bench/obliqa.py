@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_OBLIQA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "obliqa"
+
+def find_obliqa_dir() -> Path:
+    """`POLICYHUB_OBLIQA_DIR`, else `../shared/datasets/obliqa` beside the checkout, else /work/shared's."""
+    if os.environ.get("POLICYHUB_OBLIQA_DIR"):
+        return Path(os.environ["POLICYHUB_OBLIQA_DIR"])
+    candidates = [Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "obliqa",
+                  Path("/work/shared/datasets/obliqa")]
+    return next((c for c in candidates if (c / "documents.json").exists()), candidates[0])
+
+
+DEFAULT_OBLIQA_DIR = find_obliqa_dir()
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from services.bench.obliqa import DEFAULT_OBLIQA_DIR
 from services.ingestion.chunker import ClauseChunk, chunk_clauses  # noqa: E402
 from services.ingestion.parsers import parse_document  # noqa: E402
 from services.ingestion.segmenter import Clause, segment  # noqa: E402
 
-OBLIQA_DIR = Path("/work/shared/datasets/obliqa")
+OBLIQA_DIR = DEFAULT_OBLIQA_DIR
 GOLD_POLICIES = Path(__file__).resolve().parents[3] / "gold_dataset" / "policies"
 MIN, MAX = 500, 800
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.bench.obliqa import DEFAULT_OBLIQA_DIR
 from services.ingestion.parsers import parse_document
 from services.ingestion.segmenter import PREAMBLE, Clause, segment
 
-OBLIQA_DIR = Path("/work/shared/datasets/obliqa")
+OBLIQA_DIR = DEFAULT_OBLIQA_DIR
 REQUIRED_GOLD_RECOVERY = 0.95
 
 POLICY_MD = """# Home Loan Credit and LTV Policy

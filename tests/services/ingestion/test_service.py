@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from services.bench.obliqa import DEFAULT_OBLIQA_DIR
 from services.db.session import upgrade
 from services.errors import DocumentConflict, DocumentRejected
 from services.query.retrieval import visible_versions
 from tests.services.conftest import FIXTURE_CORPUS, make_settings
 
 pytestmark = pytest.mark.integration
-OBLIQA = Path(__file__).resolve().parents[4] / "shared" / "datasets" / "obliqa" / "documents_txt"
+OBLIQA = DEFAULT_OBLIQA_DIR / "documents_txt"
 
 
 @pytest.fixture
