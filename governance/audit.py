@@ -173,11 +173,6 @@ _SCALAR_ENCODERS = {
     type(None): lambda _: "null",
     datetime: lambda value: '"' + iso_utc(value) + '"',
 }
-_PLAIN = {str, int, float, bool, type(None)}
-# json's C encoder, made once (JSONEncoder.encode builds a new one per call): canonical_json's
-# settings but keys in the order given, since the record's fields are already sorted.
-_in_order = json.encoder.c_make_encoder(None, None, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-_CREATED_AT = HASHED_FIELDS.index("created_at")
 # canonical_json of a record's content, cut where the payload goes.
 _HEAD_TEMPLATE = "{" + "".join(f'"{name}":%s,' for name in _BEFORE_PAYLOAD) + '"payload":'
 _TAIL_TEMPLATE = "".join(f',"{name}":%s' for name in _AFTER_PAYLOAD) + "}"
@@ -197,17 +192,6 @@ def _row_digest(values: Sequence) -> str:
     if type(payload) is not str:
         raise TypeError(f"payload is {type(payload).__name__}, not text")
     scalars = list(values)
-    created = scalars[_CREATED_AT]
-    if type(created) is datetime:
-        scalars[_CREATED_AT] = iso_utc(created)
-    if _PLAIN.issuperset(map(type, scalars)):
-        # json's C encoder writes a whole dict in one call; the fields are already in sorted order.
-        head = "".join(_in_order(dict(zip(_BEFORE_PAYLOAD, scalars[:_PAYLOAD_AT])), 0))
-        tail = "".join(_in_order(dict(zip(_AFTER_PAYLOAD, scalars[_PAYLOAD_AT + 1 :])), 0))
-        digest = hashlib.sha256((values[_PREV_HASH_AT] + head[:-1] + ',"payload":').encode())
-        digest.update(payload.encode())
-        digest.update(("," + tail[1:]).encode())
-        return digest.hexdigest()
     scalars[_PAYLOAD_AT] = None  # not encoded: spliced in as stored
     encoded = [_SCALAR_ENCODERS.get(type(value), canonical_json)(value) for value in scalars]
     digest = hashlib.sha256((values[_PREV_HASH_AT] + _HEAD_TEMPLATE % tuple(encoded[:_PAYLOAD_AT])).encode())
