@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from governance.policy import GovernancePolicy
 from governance.residency import visible_classifications
 from services.db.models import DocumentVersion
-from services.vectors.base import SearchHit, VectorIndex
+from services.vectors.base import VectorIndex
 from services.vectors.sparse import encode_query, tokenize
 
 
@@ -112,6 +112,10 @@ def bm25_scores(query_terms: Sequence[str], docs: Sequence[TermBag], k1: float =
     return scores
 
 
+# Chunks whose payload and vectors are kept (a gold-size corpus is ~50; ~10 KB to ~1 MB each).
+CHUNK_CACHE_SIZE = 5_000
+
+
 def heading_only_flags(clauses: Sequence[dict]) -> list[bool]:
     """Which clauses of a chunk are bare headings: one short line that heads other clauses."""
     heads = {h.strip() for c in clauses for h in c.get("heading_path", ())}
@@ -132,6 +136,7 @@ class Retriever:
         # immutable version), so a cached tokenisation can never go stale.
         self._terms: dict[str, list[TermBag]] = {}
         self._headings: dict[str, list[bool]] = {}
+        self._chunks: dict[str, tuple[dict, np.ndarray]] = {}
 
     def _clause_terms(self, chunk_id: str, clauses: list[dict]) -> list[TermBag]:
         terms = self._terms.get(chunk_id)
@@ -142,6 +147,16 @@ class Retriever:
                 self._terms.clear()
             self._terms[chunk_id] = terms
         return terms
+
+    def _chunk_data(self, chunk_ids: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
+        """Payload and clause-vector rows of each chunk, in the order given (ids missing from the index left out)."""
+        missing = [i for i in chunk_ids if i not in self._chunks]
+        if missing:
+            if len(self._chunks) + len(missing) > CHUNK_CACHE_SIZE:
+                self._chunks.clear()
+            for hit in self.index.retrieve(self.index_name, missing, with_vectors=True):
+                self._chunks[hit.id] = (hit.payload, np.asarray(hit.dense or [], dtype=np.float32))
+        return {i: self._chunks[i] for i in chunk_ids if i in self._chunks}
 
     def _heading_flags(self, chunk_id: str, clauses: list[dict]) -> list[bool]:
         flags = self._headings.get(chunk_id)
@@ -161,24 +176,22 @@ class Retriever:
             return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
         ids = sorted(versions)
         qv = np.asarray(question_vector, dtype=np.float32)
+        # Ids and scores only: a chunk's payload and clause vectors never change, so they are
+        # fetched once per chunk and kept (converting them is most of a search's cost).
         dense_hits = self.index.search_dense(self.index_name, qv.tolist(), rules.candidate_chunks, ids,
-                                             with_vectors=True)
-        sparse_hits = self.index.search_sparse(self.index_name, encode_query(question), rules.candidate_chunks, ids)
-        chunks: dict[str, SearchHit] = {h.id: h for h in dense_hits}
-        missing = [h.id for h in sparse_hits if h.id not in chunks]
-        if missing:
-            chunks.update({h.id: h for h in self.index.retrieve(self.index_name, missing, with_vectors=True)})
+                                             with_payload=False)
+        sparse_hits = self.index.search_sparse(self.index_name, encode_query(question), rules.candidate_chunks, ids,
+                                               with_payload=False)
+        chunks = self._chunk_data(list(dict.fromkeys([h.id for h in dense_hits] + [h.id for h in sparse_hits])))
         sparse_rank = {h.id: r for r, h in enumerate(sparse_hits, start=1)}
         dense_rank = {h.id: r for r, h in enumerate(dense_hits, start=1)}
 
         entries = []  # (chunk id, payload, clause dict, dense score)
         entry_terms: list[TermBag] = []
         entry_heading: list[bool] = []
-        for chunk_id, hit in chunks.items():
-            payload = hit.payload
+        for chunk_id, (payload, rows) in chunks.items():
             if payload.get("version_id") not in versions:
                 continue  # defence in depth: never trust the index filter alone
-            rows = np.asarray(hit.dense or [], dtype=np.float32)
             sims = rows @ qv if rows.size else np.zeros(0)
             best = {}
             for row, clause_idx in enumerate(payload.get("row_clause", [])):

@@ -77,6 +77,7 @@ class VectorIndex(Protocol):
         limit: int,
         version_ids: Sequence[int] | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[SearchHit]: ...
 
     def search_sparse(
@@ -85,6 +86,7 @@ class VectorIndex(Protocol):
         vector: SparseVector,
         limit: int,
         version_ids: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[SearchHit]: ...
 
     def retrieve(self, name: str, ids: Sequence[str], with_vectors: bool = False) -> list[SearchHit]:

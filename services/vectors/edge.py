@@ -270,6 +270,7 @@ class EdgeVectorIndex:
         limit: int,
         version_ids: Sequence[int] | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[SearchHit]:
         if matches_nothing(version_ids):
             return []
@@ -280,7 +281,7 @@ class EdgeVectorIndex:
                 # A one-row multivector: MaxSim then is the best cosine over the point's rows.
                 query=edge.Query.Nearest([list(map(float, vector))], using=DENSE_VECTOR),
                 filter=_version_filter(version_ids),
-                with_payload=True,
+                with_payload=with_payload,
                 with_vector=[DENSE_VECTOR] if with_vectors else False,
             )
             return [_to_hit(p, p.score) for p in shard.query(request)]
@@ -291,6 +292,7 @@ class EdgeVectorIndex:
         vector: SparseVector,
         limit: int,
         version_ids: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[SearchHit]:
         if matches_nothing(version_ids) or not vector.indices:
             return []
@@ -302,7 +304,7 @@ class EdgeVectorIndex:
                     edge.SparseVector(list(vector.indices), list(map(float, vector.values))), using=SPARSE_VECTOR
                 ),
                 filter=_version_filter(version_ids),
-                with_payload=True,
+                with_payload=with_payload,
                 with_vector=False,
             )
             return [_to_hit(p, p.score) for p in shard.query(request)]

@@ -198,6 +198,7 @@ class ServerVectorIndex:
         limit: int,
         version_ids: Sequence[int] | None = None,
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[SearchHit]:
         if matches_nothing(version_ids):
             return []
@@ -209,7 +210,7 @@ class ServerVectorIndex:
                 using=DENSE_VECTOR,
                 query_filter=_version_filter(version_ids),
                 limit=limit,
-                with_payload=True,
+                with_payload=with_payload,
                 with_vectors=[DENSE_VECTOR] if with_vectors else False,
             )
         return [_to_hit(p, p.score) for p in response.points]
@@ -220,6 +221,7 @@ class ServerVectorIndex:
         vector: SparseVector,
         limit: int,
         version_ids: Sequence[int] | None = None,
+        with_payload: bool = True,
     ) -> list[SearchHit]:
         if matches_nothing(version_ids) or not vector.indices:
             return []
@@ -230,7 +232,7 @@ class ServerVectorIndex:
                 using=SPARSE_VECTOR,
                 query_filter=_version_filter(version_ids),
                 limit=limit,
-                with_payload=True,
+                with_payload=with_payload,
                 with_vectors=False,
             )
         return [_to_hit(p, p.score) for p in response.points]
