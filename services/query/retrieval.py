@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import select
@@ -127,45 +128,36 @@ def heading_only_flags(clauses: Sequence[dict]) -> list[bool]:
     return flags
 
 
+class CachedChunk(NamedTuple):
+    payload: dict
+    rows: np.ndarray  # one dense row per clause window
+    terms: list[TermBag]  # per clause, for BM25
+    headings: list[bool]  # per clause: a bare heading
+
+
 class Retriever:
     def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str) -> None:
         self.index = index
         self.policy = policy
         self.index_name = index_name
-        # Chunk id -> its clauses' terms. Chunks are immutable (ids are derived from an
-        # immutable version), so a cached tokenisation can never go stale.
-        self._terms: dict[str, list[TermBag]] = {}
-        self._headings: dict[str, list[bool]] = {}
-        self._chunks: dict[str, tuple[dict, np.ndarray]] = {}
+        # Chunk id -> what retrieval needs of it. Chunks are immutable (ids are derived from an
+        # immutable version), so nothing kept here can go stale; it is fetched and derived once.
+        self._chunks: dict[str, CachedChunk] = {}
 
-    def _clause_terms(self, chunk_id: str, clauses: list[dict]) -> list[TermBag]:
-        terms = self._terms.get(chunk_id)
-        if terms is None:
-            terms = [term_bag(tokenize(" ".join(c.get("heading_path", [])[-1:]) + " " + c["text"]))
-                     for c in clauses]
-            if len(self._terms) > 50_000:
-                self._terms.clear()
-            self._terms[chunk_id] = terms
-        return terms
-
-    def _chunk_data(self, chunk_ids: list[str]) -> dict[str, tuple[dict, np.ndarray]]:
-        """Payload and clause-vector rows of each chunk, in the order given (ids missing from the index left out)."""
+    def _chunk_data(self, chunk_ids: list[str]) -> dict[str, CachedChunk]:
+        """Each chunk's payload, clause-vector rows, clause terms and heading flags, in the order given
+        (ids missing from the index left out)."""
         missing = [i for i in chunk_ids if i not in self._chunks]
         if missing:
             if len(self._chunks) + len(missing) > CHUNK_CACHE_SIZE:
                 self._chunks.clear()
             for hit in self.index.retrieve(self.index_name, missing, with_vectors=True):
-                self._chunks[hit.id] = (hit.payload, np.asarray(hit.dense or [], dtype=np.float32))
+                clauses = hit.payload["clauses"]
+                self._chunks[hit.id] = CachedChunk(
+                    hit.payload, np.asarray(hit.dense or [], dtype=np.float32),
+                    [term_bag(tokenize(" ".join(c.get("heading_path", [])[-1:]) + " " + c["text"])) for c in clauses],
+                    heading_only_flags(clauses))
         return {i: self._chunks[i] for i in chunk_ids if i in self._chunks}
-
-    def _heading_flags(self, chunk_id: str, clauses: list[dict]) -> list[bool]:
-        flags = self._headings.get(chunk_id)
-        if flags is None:
-            flags = heading_only_flags(clauses)
-            if len(self._headings) > 50_000:
-                self._headings.clear()
-            self._headings[chunk_id] = flags
-        return flags
 
     def retrieve(self, question: str, question_vector: np.ndarray, versions: dict[int, VersionInfo],
                  top_k: int | None = None) -> RetrievalResult:
@@ -189,7 +181,7 @@ class Retriever:
         entries = []  # (chunk id, payload, clause dict, dense score)
         entry_terms: list[TermBag] = []
         entry_heading: list[bool] = []
-        for chunk_id, (payload, rows) in chunks.items():
+        for chunk_id, (payload, rows, terms, headings) in chunks.items():
             if payload.get("version_id") not in versions:
                 continue  # defence in depth: never trust the index filter alone
             sims = rows @ qv if rows.size else np.zeros(0)
@@ -197,8 +189,8 @@ class Retriever:
             for row, clause_idx in enumerate(payload.get("row_clause", [])):
                 if row < len(sims):
                     best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
-            entry_terms += self._clause_terms(chunk_id, payload["clauses"])
-            entry_heading += self._heading_flags(chunk_id, payload["clauses"])
+            entry_terms += terms
+            entry_heading += headings
             for idx, clause in enumerate(payload["clauses"]):
                 entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
         if not entries:
