@@ -7,7 +7,7 @@ Numbers are compared in a normalised form so "80 %" == "80 per cent" == "80%",
 == "2024-04-01" (slashed dates are read day first, as Indian banking documents write them).
 Currencies are not compared: "INR 5 lakh" and "$5 lakh" both normalise to 500000.
 
-References are not facts: "[C1]", "clause 4.2", "section 3", "version 2" and identifiers such as
+References are not facts: "[C1]", "[1]", "clause 4.2", "section 3", "version 2" and identifiers such as
 "HR-001" are removed before numbers are extracted. Numbers the model takes from a cited clause's
 own citation (its title, clause number, version, effective date) are accepted too, since a
 model that says "the policy effective 1 April 2024 says …" is describing its source.
@@ -59,8 +59,10 @@ _ORD = r"(?:st|nd|rd|th)?"
 # "clause 4 and 30 days" keeps its 30: stripping a fact by mistake would let it go unchecked.
 _REF_ITEM = r"\d+(?:\.\d+)*[a-z]?(?:\([a-z0-9]+\))*"
 _REF_JOIN = r"\s*(?:,|and|or|to|-|–)\s*"
+_CITATION_MARKER = re.compile(  # "[2]", "[C1, C3]": as services.generation.prompts.parse_citations reads them
+    r"\[\s*(?:C\s*\d+|\d{1,2})(?:\s*[,;]\s*(?:C\s*\d+|\d{1,2}))*\s*\]", re.IGNORECASE)
 _REFERENCE = re.compile(
-    r"\[\s*C\d+(?:\s*[,;]\s*C?\d+)*\s*\]"
+    _CITATION_MARKER.pattern +
     r"|\bC\d+\b"
     r"|\b(?:clauses|sections|paras|paragraphs|articles|annexures|schedules|rules|versions)\s*"
     + _REF_ITEM + r"(?:" + _REF_JOIN + _REF_ITEM + r")*"
@@ -171,8 +173,13 @@ def _supported(fact: str, allowed: set[str]) -> bool:
 
 
 def is_not_available(answer: str) -> bool:
-    """The model's (or the service's) exact refusal to answer from the clauses."""
-    return " ".join(answer.split()).strip().rstrip(".").strip().lower() == _NOT_AVAILABLE_NORMALISED
+    """The model's (or the service's) exact refusal to answer from the clauses.
+
+    A citation marker around it ("[1] Not available in policy.") does not make it an answer:
+    citing a clause to say the clauses do not answer is still the refusal.
+    """
+    text = _CITATION_MARKER.sub(" ", answer)
+    return " ".join(text.split()).strip().rstrip(".").strip().lower() == _NOT_AVAILABLE_NORMALISED
 
 
 def _citation_facts(clause: RetrievedClause) -> set[str]:
