@@ -17,7 +17,7 @@ top approved tier instead; refusals cost nothing either way and are left out of 
   and its citations give the baseline's citation correctness, so "no loss of citation
   correctness" is a comparison of two measured numbers.
 * estimated (always reported): where the top tier served the request, its real tokens; else
-  input tokens = characters of the prompt the request path builds / CHARS_PER_TOKEN (4, the
+  input tokens = characters of the prompt the request path builds for the top tier / CHARS_PER_TOKEN (4, the
   same rule the OpenAI-compatible generator uses when an endpoint omits `usage`), output
   tokens = the median output of the top tier's real calls in this run (the answer cap when
   there were none). `estimate_check` compares the estimate with real top-tier prompt tokens.
@@ -261,10 +261,10 @@ def _run_one(query, principal: Principal, q: GoldQuery, top: ModelSpec, measure_
     if answer.refused:
         return row
     question, clauses = _generation_clauses(query, principal, q)
-    messages = build_messages(question, clauses)
-    sent = [a["prompt"] for a in row["attempts"] if a.get("prompt")]
-    row["prompt_chars"] = _prompt_chars(messages)
-    row["prompt_rebuilt_exactly"] = all(p == messages for p in sent) if sent else None
+    sent = [(a["tier"], a["prompt"]) for a in row["attempts"] if a.get("prompt")]
+    row["prompt_chars"] = _prompt_chars(build_messages(question, clauses, top.tier))
+    row["prompt_rebuilt_exactly"] = (all(p == build_messages(question, clauses, tier) for tier, p in sent)
+                                     if sent else None)
     if measure_baseline:
         row["baseline"] = _run_top_tier(query, top, question, clauses)
     return row

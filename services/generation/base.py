@@ -40,8 +40,12 @@ class Generator(Protocol):
     def warm_up(self) -> None:
         """Load weights or open the client; called once at start-up, never per request."""
 
-    def generate(self, messages: list[dict], max_tokens: int = 256) -> Generation:
-        """Answer chat `messages`; raises GenerationError (GenerationTimeout past `spec.timeout_s`)."""
+    def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
+        """Answer chat `messages`; raises GenerationError (GenerationTimeout past `spec.timeout_s`).
+
+        `grammar` (llama.cpp GBNF) constrains the output where the backend can enforce it; a
+        backend that cannot ignores it, and verification judges the answer either way.
+        """
 
 
 def generation_cost(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:

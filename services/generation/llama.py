@@ -56,9 +56,13 @@ class LlamaCppGenerator:
         self._abort_callback = abort
         llama_cpp.llama_set_abort_callback(self._llm.ctx, abort, None)
 
-    def generate(self, messages: list[dict], max_tokens: int = 256) -> Generation:
+    def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
         if self._llm is None:
             raise GenerationError(f"model {self.spec.key} was not warmed up")
+        import llama_cpp
+
+        # Parsed by llama.cpp when the sampler is built; an invalid grammar fails as a GenerationError below.
+        compiled = llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
         started = time.perf_counter()
         timeout = self.spec.timeout_s
         if not self._lock.acquire(timeout=timeout):
@@ -66,7 +70,7 @@ class LlamaCppGenerator:
         try:
             self._deadline = time.monotonic() + max(0.0, timeout - (time.perf_counter() - started))
             response = self._llm.create_chat_completion(messages=messages, temperature=0, max_tokens=max_tokens,
-                                                        seed=self.seed)
+                                                        seed=self.seed, grammar=compiled)
         except Exception as exc:
             timed_out = time.monotonic() > self._deadline
             # After an abort the KV cache no longer matches llama-cpp-python's idea of it: start clean.

@@ -36,7 +36,8 @@ class OpenAICompatibleGenerator:
     def model_name(self) -> str:
         return self.spec.api_model or self.spec.name
 
-    def generate(self, messages: list[dict], max_tokens: int = 256) -> Generation:
+    def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
+        """`grammar` is not sent: GBNF is a llama.cpp extension that vLLM and cloud APIs reject or ignore."""
         import openai
 
         if self._client is None:

@@ -2,8 +2,8 @@
 
 Rules:
 
-* A model's answer is served only if `verify_answer` passes (it cites retrieved clauses and
-  every number in it appears in a cited clause).
+* A model's answer is served only if `verify_answer` passes (it cites clauses its prompt showed,
+  all retrieved, and every number in it appears in a cited clause).
 * "Not available in policy" from a model is NOT served: the clauses passed the retrieval
   threshold, so they are probably relevant, and a small model often gives up wrongly. It is
   recorded as `declined` and the next candidate (ultimately the tier-0 quote, which lets the
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from services.generation.base import Generator, GenerationError, GenerationTimeout, generation_cost
-from services.generation.prompts import build_messages, parse_citations
+from services.generation.prompts import answer_grammar, build_messages, parse_citations, prompt_clauses
 from services.query.router import RouteDecision
 from services.query.schemas import NOT_AVAILABLE
 from services.query.verify import RetrievedClause, Verification, is_not_available, verify_answer
@@ -33,7 +33,7 @@ from services.query.verify import RetrievedClause, Verification, is_not_availabl
 # Outcomes of an attempt.
 SERVED, FAILED_VERIFICATION, DECLINED, ERROR, TIMEOUT, SKIPPED = (
     "served", "failed_verification", "declined", "error", "timeout", "skipped")
-MAX_ANSWER_TOKENS = 120  # one to three sentences; a rambling small model is cut off
+MAX_ANSWER_TOKENS = 48  # one sentence, about 30-40 tokens; a rambling small model is cut off
 
 
 @dataclass
@@ -89,7 +89,6 @@ def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[Ret
                    generators: Mapping[str, Generator], retry_budget: int) -> EscalationResult:
     """Serve the first verified answer from the candidates in order; never raises for a failing model."""
     attempts: list[Attempt] = []
-    messages = build_messages(question, clauses)
     model_calls = 0
     for candidate in decision.candidates:
         if candidate.tier == 0 or candidate.model_key is None:
@@ -111,7 +110,9 @@ def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[Ret
             attempts.append(skipped)
             continue
         model_calls += 1
-        attempts.append(_attempt(candidate.tier, candidate.model_key, candidate.zone, generator, messages, clauses))
+        messages = build_messages(question, clauses, candidate.tier)
+        shown = prompt_clauses(clauses, candidate.tier)  # a model may cite only what it was shown
+        attempts.append(_attempt(candidate.tier, candidate.model_key, candidate.zone, generator, messages, shown))
         if attempts[-1].outcome == SERVED:
             served = attempts[-1]
             by_ref = {c.ref: c for c in clauses}
@@ -126,7 +127,7 @@ def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, 
              clauses: Sequence[RetrievedClause]) -> Attempt:
     started = time.perf_counter()
     try:
-        generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS)
+        generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=answer_grammar(len(clauses)))
     except GenerationTimeout as exc:
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
@@ -137,7 +138,7 @@ def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, 
                        error=str(exc), outcome=ERROR)
     cost = generation_cost(generator.spec, generation.input_tokens, generation.output_tokens)
     verify_started = time.perf_counter()
-    verification = verify_answer(generation.text, parse_citations(generation.text), clauses)
+    verification = verify_answer(generation.text, parse_citations(generation.text, clauses), clauses)
     verify_ms = (time.perf_counter() - verify_started) * 1000
     if is_not_available(generation.text):
         outcome, error = DECLINED, "the model answered 'Not available in policy' although clauses were retrieved"
