@@ -103,7 +103,7 @@ def rule_label(question: str) -> str | None:
     if _SUMMARY.search(question):
         return "summarisation"
     several_questions = question.count("?") >= 2
-    joined = re.search(r"\band\b|,", question, re.IGNORECASE) is not None
+    joined = re.search(r"\band\b|(?<!\d),|,(?!\d{2})", question, re.IGNORECASE) is not None  # "50,000" joins nothing
     if (several_questions or _ENUMERATION.search(question)
             or (joined and len(_INTERROGATIVE.findall(question)) >= 2)
             or (joined and len(_LOOKUP_TOPIC.findall(question)) >= 2)):

@@ -35,6 +35,7 @@ def test_examples_file_is_balanced_and_labelled() -> None:
     ("What is the limit for gifts from customers?", "lookup"),
     ("How many days of sick leave do I get?", "lookup"),
     ("How often must passwords be changed?", "lookup"),  # "changed" alone is not a comparison
+    ("What is the limit for a transfer of INR 50,000, and who approves it?", "multi_clause"),
 ])
 def test_rules(question: str, expected: str) -> None:
     assert rule_label(question) == expected
@@ -71,3 +72,8 @@ def test_held_out_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
               f"rules+classifier {scores['rules_and_classifier']:.2f}, rule coverage {scores['rule_coverage']:.2f}")
     assert scores["classifier"] >= 0.55  # chance is 0.2
     assert scores["rules_and_classifier"] >= 0.75
+
+
+def test_a_comma_inside_a_number_joins_nothing() -> None:
+    assert rule_label("What is the charge for a demand draft of INR 50,000?") is None
+    assert rule_label("What is the charge for INR 1,00,000 and what is the limit?") == "multi_clause"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from services.query.complexity import COMPLEXITY_LABELS, QuestionFeatures
 from services.query.router import (
     DAILY_BUDGET,
     PER_REQUEST_CAP,
+    UNSURE_BELOW,
     Budget,
     RouteDecision,
     decide,
@@ -65,6 +67,17 @@ def test_single_clause_starts_at_tier_1_and_escalates_within_zones_first() -> No
 def test_comparison_needs_tier_2() -> None:
     decision = decide(features("comparison"), "public", "normal", None, OPEN_BUDGET, ALL, POLICY)
     assert keys(decision) == ["onprem-large@1", "vpc-large@1", "cloud-large@1", None]
+
+
+def test_an_unsure_guess_of_complexity_starts_at_tier_1() -> None:
+    guessed = replace(features("multi_clause"), confidence=UNSURE_BELOW - 0.01)
+    decision = decide(guessed, "public", "normal", None, OPEN_BUDGET, ALL, POLICY)
+    assert keys(decision) == ["small@1", "onprem-large@1", "vpc-large@1", "cloud-large@1", None]
+    assert any("start at tier 1" in r for r in decision.reasons)
+    sure = replace(features("comparison"), confidence=UNSURE_BELOW)
+    assert keys(decide(sure, "public", "normal", None, OPEN_BUDGET, ALL, POLICY))[0] == "onprem-large@1"
+    unsure_lookup = replace(features("lookup"), confidence=0.2)
+    assert keys(decide(unsure_lookup, "public", "normal", None, OPEN_BUDGET, ALL, POLICY)) == [None]
 
 
 def test_async_sla_allows_tier_3() -> None:
