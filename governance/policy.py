@@ -36,6 +36,8 @@ class InputRules(_Strict):
 
 class RetrievalRules(_Strict):
     candidate_chunks: int = Field(gt=0, le=500)
+    # clauses taken from the clause-level BM25 over the whole visible corpus, besides the chunks' clauses
+    candidate_clauses: int = Field(default=40, ge=0, le=1000)
     top_clauses: int = Field(gt=0, le=50)
     rrf_k: int = Field(gt=0)
     # Reciprocal-rank fusion weights: a clause's dense rank, its BM25 rank, and its chunk's

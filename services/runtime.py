@@ -23,7 +23,13 @@ from governance.registry import (
     require_version_lock,
 )
 from services.config import Settings
-from services.db.session import make_engine, make_session_factory, require_current_schema, transaction
+from services.db.models import DocumentVersion
+from services.db.session import (
+    make_engine,
+    make_session_factory,
+    require_current_schema,
+    transaction,
+)
 from services.embedding.sentence import SentenceTransformerEmbedder, default_model_path
 from services.vectors import open_vector_index
 from services.vectors.base import VectorIndex
@@ -165,8 +171,13 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
                                     api_key.get_secret_value() if api_key else None)
         generator.warm_up()
         generators[spec.key] = generator
-    log.info("query.ready", approved_models=sorted(generators))
+    retriever = Retriever(runtime.index, policy, runtime.identity.index_name, runtime.session_factory)
+    with runtime.session_factory() as session:
+        # every published version's clauses tokenised now, not on the first question
+        retriever.lexicon.ensure_loaded(session.scalars(select(DocumentVersion.id).where(
+            DocumentVersion.status.in_(("active", "superseded")))))
+    log.info("query.ready", approved_models=sorted(generators), clauses=len(retriever.lexicon))
     return QueryService(policy=policy, session_factory=runtime.session_factory, embedder=runtime.embedder,
-                        retriever=Retriever(runtime.index, policy, runtime.identity.index_name),
+                        retriever=retriever,
                         prohibited=prohibited, pii=pii, generators=generators, approved_models=approved,
                         embedding_key=runtime.identity.key, embedding_fingerprint=runtime.identity.fingerprint)

@@ -69,18 +69,19 @@ def gold_version_ids(session: Session, gold_dir: Path) -> set[int] | None:
 
 
 def _gold_on_active_index(runtime, gold_dir: Path, version_ids: set[int]) -> dict:  # noqa: ANN001
-    from services.query.retrieval import Retriever, visible_versions
+    from services.query.retrieval import Retriever, asks_about_history, visible_versions
 
-    retriever = Retriever(runtime.index, runtime.policy, runtime.identity.index_name)
+    retriever = Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory)
     outcomes, cache = [], {}
     for q in load_gold_queries(gold_dir):
         if not q.gold:
             continue
-        if q.as_of not in cache:
+        key = (q.as_of, q.as_of is None and asks_about_history(q.question))
+        if key not in cache:
             with runtime.session_factory() as session:
-                visible = visible_versions(session, runtime.policy.classifications[-1], runtime.policy, q.as_of)
-            cache[q.as_of] = {k: v for k, v in visible.items() if k in version_ids}
-        ranked, ms = rank_clauses(runtime.embedder, retriever, q.question, cache[q.as_of])
+                visible = visible_versions(session, runtime.policy.classifications[-1], runtime.policy, *key)
+            cache[key] = {k: v for k, v in visible.items() if k in version_ids}
+        ranked, ms = rank_clauses(runtime.embedder, retriever, q.question, cache[key])
         outcomes.append(QueryOutcome(q.id, q.category, ranked, q.gold, ms))
     return ranking_metrics(outcomes).as_dict()
 

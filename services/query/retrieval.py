@@ -1,17 +1,18 @@
 """Hybrid retrieval ranked by clause.
 
-Chunks (500-800 tokens) are what the index stores; clauses are what staff cite. So:
-dense max-sim search and BM25 sparse search each return candidate chunks; every
-clause inside the candidates is then scored on its own (dense: its own vectors
-from the chunk's multivector; lexical: BM25 over the candidate clauses) and the
-two clause rankings plus the chunk-level sparse rank are fused with RRF.
+Chunks (500-800 tokens) are what the index stores; clauses are what staff cite. So
+the candidates are the clauses of the chunks that dense max-sim search and BM25
+sparse search return, plus the best clauses of a clause-level BM25 over the whole
+visible corpus (services.query.lexicon). Every candidate clause is then scored on
+its own (dense: its own vectors from the chunk's multivector; lexical: its
+clause-level BM25) and the two clause rankings plus the chunk-level ranks are fused
+with RRF.
 """
 
 from __future__ import annotations
 
-import math
+import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -19,11 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from governance.policy import GovernancePolicy
 from governance.residency import visible_classifications
 from services.db.models import DocumentVersion
+from services.query.lexicon import ClauseLexicon
 from services.vectors.base import VectorIndex
 from services.vectors.sparse import encode_query, tokenize
 
@@ -63,11 +65,25 @@ class RetrievalResult:
     latency_ms: float
 
 
+# Questions about how a policy changed need the superseded versions beside the active ones.
+_HISTORY = re.compile(
+    r"\b(what (?:has |have )?changed|how (?:has|have|did) .{1,80}\bchange|chang(?:e|es|ed) (?:in|to|between|from|since)"
+    r"|old and new|old vs\.? new|between versions?|previous (?:version|policy|rule|limit)|earlier version"
+    r"|prior version|used to be|before (?:the|it was) (?:revised|revision|updated?|amended|change))\b",
+    re.IGNORECASE)
+
+
+def asks_about_history(question: str) -> bool:
+    """Whether a question asks how a policy changed across versions (then superseded versions are searched too)."""
+    return bool(_HISTORY.search(question))
+
+
 def visible_versions(session: Session, clearance: str, policy: GovernancePolicy,
-                     as_of: date | None = None) -> dict[int, VersionInfo]:
-    """Versions this caller may retrieve: active ones (or those in effect on `as_of`), within clearance."""
+                     as_of: date | None = None, history: bool = False) -> dict[int, VersionInfo]:
+    """Versions this caller may retrieve, within clearance: the active ones; those in effect on `as_of`;
+    or, for a question about changes (`history`, without `as_of`), every published version."""
     allowed = visible_classifications(clearance, policy)
-    statuses = ("active",) if as_of is None else ("active", "superseded")
+    statuses = ("active",) if as_of is None and not history else ("active", "superseded")
     rows = session.scalars(select(DocumentVersion).where(
         DocumentVersion.status.in_(statuses), DocumentVersion.classification.in_(allowed))).all()
     if as_of is not None:
@@ -84,33 +100,6 @@ def visible_versions(session: Session, clearance: str, policy: GovernancePolicy,
 
 def rrf(rank: int, k: int) -> float:
     return 1.0 / (k + rank)
-
-
-TermBag = tuple[Counter, int]  # term frequencies and length of one clause
-
-
-def term_bag(terms: Sequence[str]) -> TermBag:
-    return Counter(terms), len(terms)
-
-
-def bm25_scores(query_terms: Sequence[str], docs: Sequence[TermBag], k1: float = 1.2, b: float = 0.75) -> list[float]:
-    """BM25 of one query over a small candidate set (IDF from the candidates themselves)."""
-    if not docs:
-        return []
-    n = len(docs)
-    avgdl = sum(dl for _, dl in docs) / n or 1.0
-    terms = set(query_terms)
-    df = Counter(t for tf, _ in docs for t in terms if t in tf)
-    scores = []
-    for tf, dl in docs:
-        s = 0.0
-        for t in terms:
-            f = tf.get(t, 0)
-            if f:
-                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * dl / avgdl))
-        scores.append(s)
-    return scores
 
 
 # Chunks whose payload and vectors are kept (a gold-size corpus is ~50; ~10 KB to ~1 MB each).
@@ -131,21 +120,26 @@ def heading_only_flags(clauses: Sequence[dict]) -> list[bool]:
 class CachedChunk(NamedTuple):
     payload: dict
     rows: np.ndarray  # one dense row per clause window
-    terms: list[TermBag]  # per clause, for BM25
     headings: list[bool]  # per clause: a bare heading
 
 
 class Retriever:
-    def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str) -> None:
+    def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str,
+                 session_factory: sessionmaker[Session] | None = None, lexicon: ClauseLexicon | None = None) -> None:
+        if lexicon is None:
+            if session_factory is None:
+                raise ValueError("a Retriever needs the database (session_factory) or a ClauseLexicon")
+            lexicon = ClauseLexicon.from_database(session_factory)
         self.index = index
         self.policy = policy
         self.index_name = index_name
+        self.lexicon = lexicon
         # Chunk id -> what retrieval needs of it. Chunks are immutable (ids are derived from an
         # immutable version), so nothing kept here can go stale; it is fetched and derived once.
         self._chunks: dict[str, CachedChunk] = {}
 
     def _chunk_data(self, chunk_ids: list[str]) -> dict[str, CachedChunk]:
-        """Each chunk's payload, clause-vector rows, clause terms and heading flags, in the order given
+        """Each chunk's payload, clause-vector rows and heading flags, in the order given
         (ids missing from the index left out)."""
         missing = [i for i in chunk_ids if i not in self._chunks]
         if missing:
@@ -154,9 +148,7 @@ class Retriever:
             for hit in self.index.retrieve(self.index_name, missing, with_vectors=True):
                 clauses = hit.payload["clauses"]
                 self._chunks[hit.id] = CachedChunk(
-                    hit.payload, np.asarray(hit.dense or [], dtype=np.float32),
-                    [term_bag(tokenize(" ".join(c.get("heading_path", [])[-1:]) + " " + c["text"])) for c in clauses],
-                    heading_only_flags(clauses))
+                    hit.payload, np.asarray(hit.dense or [], dtype=np.float32), heading_only_flags(clauses))
         return {i: self._chunks[i] for i in chunk_ids if i in self._chunks}
 
     def retrieve(self, question: str, question_vector: np.ndarray, versions: dict[int, VersionInfo],
@@ -174,14 +166,16 @@ class Retriever:
                                              with_payload=False)
         sparse_hits = self.index.search_sparse(self.index_name, encode_query(question), rules.candidate_chunks, ids,
                                                with_payload=False)
-        chunks = self._chunk_data(list(dict.fromkeys([h.id for h in dense_hits] + [h.id for h in sparse_hits])))
+        lexical = self.lexicon.search(tokenize(question), ids, rules.candidate_clauses)
+        candidate_ids = [h.id for h in dense_hits] + [h.id for h in sparse_hits] + [c for c, _ in lexical.top]
+        chunks = self._chunk_data(list(dict.fromkeys(candidate_ids)))
         sparse_rank = {h.id: r for r, h in enumerate(sparse_hits, start=1)}
         dense_rank = {h.id: r for r, h in enumerate(dense_hits, start=1)}
 
         entries = []  # (chunk id, payload, clause dict, dense score)
-        entry_terms: list[TermBag] = []
+        entry_lexical: list[float] = []
         entry_heading: list[bool] = []
-        for chunk_id, (payload, rows, terms, headings) in chunks.items():
+        for chunk_id, (payload, rows, headings) in chunks.items():
             if payload.get("version_id") not in versions:
                 continue  # defence in depth: never trust the index filter alone
             sims = rows @ qv if rows.size else np.zeros(0)
@@ -189,24 +183,22 @@ class Retriever:
             for row, clause_idx in enumerate(payload.get("row_clause", [])):
                 if row < len(sims):
                     best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
-            entry_terms += terms
             entry_heading += headings
             for idx, clause in enumerate(payload["clauses"]):
                 entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
+                entry_lexical.append(lexical.scores.get((chunk_id, clause["number"]), 0.0))
         if not entries:
             return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
 
-        q_terms = tokenize(question)
-        lexical = bm25_scores(q_terms, entry_terms)
         dense_order = sorted(range(len(entries)), key=lambda i: -entries[i][3])
-        lex_order = sorted(range(len(entries)), key=lambda i: -lexical[i])
+        lex_order = sorted(range(len(entries)), key=lambda i: -entry_lexical[i])
         d_rank = {i: r for r, i in enumerate(dense_order, start=1)}
         l_rank = {i: r for r, i in enumerate(lex_order, start=1)}
         k = rules.rrf_k
         fused = []
         for i, (chunk_id, payload, clause, dense_score) in enumerate(entries):
             score = rules.dense_weight * rrf(d_rank[i], k)
-            if lexical[i] > 0:
+            if entry_lexical[i] > 0:
                 score += rules.lexical_weight * rrf(l_rank[i], k)
             # the chunk's own standing in both searches breaks ties between its clauses and others
             score += rules.chunk_weight * (rrf(dense_rank.get(chunk_id, 10_000), k)
@@ -229,7 +221,7 @@ class Retriever:
                 version_id=info.version_id, effective_date=info.effective_date.isoformat(),
                 classification=info.classification, clause=clause["number"],
                 heading_path=tuple(clause.get("heading_path", ())), text=clause["text"], chunk_id=chunk_id,
-                dense_score=dense_score, lexical_score=lexical[i], score=fused[i]))
+                dense_score=dense_score, lexical_score=entry_lexical[i], score=fused[i]))
             if len(hits) >= top_k:
                 break
         best_dense = max(e[3] for e in entries)

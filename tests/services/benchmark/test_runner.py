@@ -178,7 +178,7 @@ def test_blue_green_activation_reembeds_switches_and_retires(production, benchma
                    ADMIN, "model.approved", {"note": "test arrangement"})
         n_versions = s.scalar(select(func.count()).select_from(DocumentVersion))
     question = "How many days does the customer have to escalate a complaint?"
-    old_top = _top_clause(runtime, Retriever(index, runtime.policy, old_index), question)
+    old_top = _top_clause(runtime, Retriever(index, runtime.policy, old_index, runtime.session_factory), question)
 
     result = activate_model(factory, index, runtime.policy, CANDIDATE, ADMIN)
     assert (result.index_name, result.previous_key, result.versions) == (new_index, "all-MiniLM-L6-v2@1", n_versions)
@@ -190,7 +190,7 @@ def test_blue_green_activation_reembeds_switches_and_retires(production, benchma
         assert [r.event for r in s.scalars(select(AuditRecord).order_by(AuditRecord.seq))][-2:] == [
             "model.deactivated", "model.activated"]
     # same weights: the new index ranks exactly as the old one did
-    assert _top_clause(runtime, Retriever(index, runtime.policy, new_index), question) == old_top
+    assert _top_clause(runtime, Retriever(index, runtime.policy, new_index, runtime.session_factory), question) == old_top
     runtime.index.close()
 
     # queries never mix models: the old configuration no longer starts, the new one does
@@ -199,7 +199,7 @@ def test_blue_green_activation_reembeds_switches_and_retires(production, benchma
     switched = build_runtime(settings.model_copy(update={"embedding_model_version": "2"}))
     try:
         assert switched.identity.index_name == new_index
-        assert _top_clause(switched, Retriever(switched.index, switched.policy, new_index), question) == old_top
+        assert _top_clause(switched, Retriever(switched.index, switched.policy, new_index, switched.session_factory), question) == old_top
         retired = retire_model(switched.session_factory, switched.index, "all-MiniLM-L6-v2@1", ADMIN, "replaced")
         assert retired["dropped_index"] == old_index
         assert old_index not in switched.index.list_collections() and new_index in switched.index.list_collections()
