@@ -40,7 +40,12 @@ from governance.policy import GovernancePolicy, load_policy
 from governance.records.audit import AuditRecord
 from governance.records.models import BenchmarkReport, RegisteredModel
 from governance.registry import get_model_or_raise, index_name_for
-from services.bench.obliqa import DEFAULT_OBLIQA_DIR, ingest_overrides, load_documents, load_questions
+from services.bench.obliqa import (
+    DEFAULT_OBLIQA_DIR,
+    ingest_overrides,
+    load_documents,
+    load_questions,
+)
 from services.benchmark.report import render_html
 from services.config import Settings
 from services.db.models import Clause, DocumentVersion
@@ -159,7 +164,7 @@ def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev",
             else:
                 corpus = _ingest_obliqa(world, obliqa_dir, documents, progress)
                 questions = _obliqa_questions(obliqa_dir, split, corpus["document_ids"], limit)
-                outcomes, misses = _run_obliqa(world, questions, progress)
+                outcomes, misses = _run_obliqa(world, questions, obliqa_passage_map(world, obliqa_dir), progress)
                 version, run_split = _obliqa_version(obliqa_dir, split), split
             coverage = _gold_coverage(world, outcomes)
         finally:
@@ -191,7 +196,7 @@ class _World:
         from services.query.retrieval import Retriever
 
         runtime = self.runtime
-        return Retriever(runtime.index, runtime.policy, runtime.identity.index_name)
+        return Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory)
 
     def close(self) -> None:
         self.runtime.close()
@@ -271,15 +276,17 @@ def _ranked(world: _World, question: str, versions: dict) -> tuple[tuple, float]
     return rank_clauses(world.runtime.embedder, world.retriever, question, versions)
 
 
-def _versions_for(world: _World, as_of: date | None, cache: dict) -> dict:
-    from services.query.retrieval import visible_versions
+def _versions_for(world: _World, as_of: date | None, cache: dict, question: str = "") -> dict:
+    """The versions the query service would search for this question (as_of, or history for "what changed")."""
+    from services.query.retrieval import asks_about_history, visible_versions
 
-    if as_of not in cache:
+    key = (as_of, as_of is None and asks_about_history(question))
+    if key not in cache:
         runtime = world.runtime
         with runtime.session_factory() as session:
             # the benchmark sees every classification: it measures retrieval, not clearance
-            cache[as_of] = visible_versions(session, runtime.policy.classifications[-1], runtime.policy, as_of)
-    return cache[as_of]
+            cache[key] = visible_versions(session, runtime.policy.classifications[-1], runtime.policy, *key)
+    return cache[key]
 
 
 def _run_gold(world: _World, queries: list[GoldQuery], progress: Progress | None) -> tuple[list[QueryOutcome], list]:
@@ -292,7 +299,7 @@ def _run_gold(world: _World, queries: list[GoldQuery], progress: Progress | None
     cache: dict = {}
     outcomes, misses = [], []
     for n, q in enumerate(queries, start=1):
-        ranked, ms = _ranked(world, q.question, _versions_for(world, q.as_of, cache))
+        ranked, ms = _ranked(world, q.question, _versions_for(world, q.as_of, cache, q.question))
         request_id = f"bench-{uuid.uuid4().hex[:12]}-{q.id}"[:64]
         refused, reason, tier = None, None, None
         try:
@@ -350,12 +357,46 @@ def _obliqa_questions(root: Path, split: str, document_ids: list[int], limit: in
     return questions[:limit]
 
 
-def _run_obliqa(world: _World, questions: list[dict], progress: Progress | None) -> tuple[list[QueryOutcome], list]:
+def obliqa_passage_map(world: _World, root: Path) -> dict[tuple[str, str], str]:
+    """(policy id, our clause number) -> the ObliQA passage that holds it.
+
+    ObliQA's passages keep a paragraph's sub-items inside it ("4.1.1.(2)" includes its
+    "(a)" to "(d)"); policyhub cites the sub-items as clauses of their own. Walking each
+    document in order, a clause whose number is one of the dataset's passage ids starts
+    that passage, and every clause after it belongs to it until the next one starts. The
+    map comes from the dataset's own passage segmentation (structured/), not its questions.
+    """
+    mapping: dict[tuple[str, str], str] = {}
+    with world.runtime.session_factory() as session:
+        rows = session.execute(select(DocumentVersion.policy_id, Clause.number)
+                               .join(Clause, Clause.version_id == DocumentVersion.id)
+                               .order_by(DocumentVersion.policy_id, Clause.ordinal)).all()
+    passage_ids: dict[str, set[str]] = {}
+    current: dict[str, str] = {}
+    for policy_id, number in rows:
+        if policy_id not in passage_ids:
+            structured = root / "structured" / f"{policy_id.removeprefix('ADGM-')}.json"
+            passage_ids[policy_id] = ({p["PassageID"] for p in json.loads(structured.read_text())}
+                                      if structured.exists() else set())
+        if number in passage_ids[policy_id]:
+            current[policy_id] = number
+        mapping.setdefault((policy_id, number), current.get(policy_id, number))
+    return mapping
+
+
+def _run_obliqa(world: _World, questions: list[dict], passage_of: dict[tuple[str, str], str],
+                progress: Progress | None) -> tuple[list[QueryOutcome], list]:
     versions = _versions_for(world, None, {})
     outcomes, misses = [], []
     for n, q in enumerate(questions, start=1):
         gold = frozenset((f"ADGM-{p['DocumentID']}", "1", str(p["PassageID"])) for p in q["Passages"])
-        ranked, ms = _ranked(world, q["Question"], versions)
+        t0 = time.perf_counter()
+        q_vec = world.runtime.embedder.embed([q["Question"]])[0]
+        # deeper than RANK_DEPTH: several of our clauses can fall in one ObliQA passage
+        result = world.retriever.retrieve(q["Question"], q_vec, versions, top_k=RANK_DEPTH * 3)
+        ms = (time.perf_counter() - t0) * 1000
+        ranked = tuple(distinct((h.policy_id, h.version, passage_of.get((h.policy_id, h.clause), h.clause))
+                                for h in result.clauses))[:RANK_DEPTH]
         outcomes.append(QueryOutcome(query_id=q["QuestionID"], category=f"group_{q.get('Group', '?')}",
                                      ranked=ranked, gold=gold, retrieval_ms=ms))
         if recall_at_k(ranked, set(gold), 10) < 1.0 and len(misses) < MISSES_SHOWN:
