@@ -110,6 +110,7 @@ class ClauseLexicon:
         self._term_arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # Acronyms the corpus defines: the acronym's term <-> the terms of its long form.
         self._long_forms: dict[str, tuple[str, ...]] = {}
+        self._by_first_term: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # long form's first term -> pairs
 
     @classmethod
     def from_database(cls, session_factory: sessionmaker[Session]) -> ClauseLexicon:
@@ -141,8 +142,9 @@ class ClauseLexicon:
                     freqs.append(tf)
                 for acronym, long_form in acronym_definitions(text):
                     short, expansion = tokenize(acronym), tuple(tokenize(long_form))
-                    if len(short) == 1 and len(expansion) >= 2:
-                        self._long_forms.setdefault(short[0], expansion)
+                    if len(short) == 1 and len(expansion) >= 2 and short[0] not in self._long_forms:
+                        self._long_forms[short[0]] = expansion
+                        self._by_first_term.setdefault(expansion[0], []).append((short[0], expansion))
             self._loaded.update(missing)
             self._arrays = None
             self._term_arrays = {}
@@ -151,11 +153,11 @@ class ClauseLexicon:
         """The query's terms plus, for each defined acronym, the other form: "PEP" <-> "politically exposed person"."""
         terms = list(query_terms)
         extra: list[str] = []
-        for acronym, long_form in self._long_forms.items():
-            if acronym in terms:
-                extra += long_form
-            elif _contains_run(terms, long_form):
-                extra.append(acronym)
+        for i, term in enumerate(terms):
+            extra += self._long_forms.get(term, ())
+            for acronym, long_form in self._by_first_term.get(term, ()):
+                if tuple(terms[i:i + len(long_form)]) == long_form:
+                    extra.append(acronym)
         return terms + extra
 
     def _term(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -204,7 +206,3 @@ class ClauseLexicon:
         result = {keys[i]: float(scores[i]) for i in order}
         return LexicalScores(result, [keys[i] for i in order[:limit]])
 
-
-def _contains_run(terms: Sequence[str], run: Sequence[str]) -> bool:
-    n = len(run)
-    return any(tuple(terms[i:i + n]) == tuple(run) for i in range(len(terms) - n + 1))

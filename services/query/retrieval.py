@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import NamedTuple
 
@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from governance.policy import GovernancePolicy
+from governance.policy import GovernancePolicy, RetrievalRules
 from governance.residency import visible_classifications
 from services.db.models import DocumentVersion
 from services.query.lexicon import ClauseLexicon
@@ -156,8 +156,37 @@ class Retriever:
         started = time.perf_counter()
         rules = self.policy.retrieval
         top_k = top_k or rules.top_clauses
-        if not versions:
+        candidates = self.candidates(question, question_vector, versions) if versions else None
+        if candidates is None:
             return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
+        fused = fuse(candidates, rules)
+        # A bare heading ("3. Eligibility") or a title-only preamble says nothing a citation
+        # could rest on: it ranks after every clause with content.
+        order = sorted(range(len(fused)), key=lambda i: (candidates.heading[i], -fused[i]))
+        hits: list[ClauseHit] = []
+        seen: set[tuple[int, str]] = set()
+        for i in order:
+            chunk_id, payload, clause, dense_score = candidates.entries[i]
+            key = (payload["version_id"], clause["number"])
+            if key in seen:
+                continue  # a clause split across windows or chunks is ranked once
+            seen.add(key)
+            info = versions[payload["version_id"]]
+            hits.append(ClauseHit(
+                policy_id=info.policy_id, policy_title=info.title, version=info.version,
+                version_id=info.version_id, effective_date=info.effective_date.isoformat(),
+                classification=info.classification, clause=clause["number"],
+                heading_path=tuple(clause.get("heading_path", ())), text=clause["text"], chunk_id=chunk_id,
+                dense_score=dense_score, lexical_score=candidates.lexical[i], score=fused[i]))
+            if len(hits) >= top_k:
+                break
+        best_dense = max(e[3] for e in candidates.entries)
+        return RetrievalResult(hits, best_dense, candidates.chunks, (time.perf_counter() - started) * 1000)
+
+    def candidates(self, question: str, question_vector: np.ndarray,
+                   versions: dict[int, VersionInfo]) -> Candidates | None:
+        """Every clause of the candidate chunks with its dense and lexical evidence; None if there is none."""
+        rules = self.policy.retrieval
         ids = sorted(versions)
         qv = np.asarray(question_vector, dtype=np.float32)
         # Ids and scores only: a chunk's payload and clause vectors never change, so they are
@@ -169,12 +198,8 @@ class Retriever:
         lexical = self.lexicon.search(tokenize(question), ids, rules.candidate_clauses)
         candidate_ids = [h.id for h in dense_hits] + [h.id for h in sparse_hits] + [c for c, _ in lexical.top]
         chunks = self._chunk_data(list(dict.fromkeys(candidate_ids)))
-        sparse_rank = {h.id: r for r, h in enumerate(sparse_hits, start=1)}
-        dense_rank = {h.id: r for r, h in enumerate(dense_hits, start=1)}
-
-        entries = []  # (chunk id, payload, clause dict, dense score)
-        entry_lexical: list[float] = []
-        entry_heading: list[bool] = []
+        found = Candidates(dense_rank={h.id: r for r, h in enumerate(dense_hits, start=1)},
+                           sparse_rank={h.id: r for r, h in enumerate(sparse_hits, start=1)}, chunks=len(chunks))
         for chunk_id, (payload, rows, headings) in chunks.items():
             if payload.get("version_id") not in versions:
                 continue  # defence in depth: never trust the index filter alone
@@ -183,46 +208,46 @@ class Retriever:
             for row, clause_idx in enumerate(payload.get("row_clause", [])):
                 if row < len(sims):
                     best[clause_idx] = max(best.get(clause_idx, -1.0), float(sims[row]))
-            entry_heading += headings
+            found.heading += headings
             for idx, clause in enumerate(payload["clauses"]):
-                entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
-                entry_lexical.append(lexical.scores.get((chunk_id, clause["number"]), 0.0))
-        if not entries:
-            return RetrievalResult([], 0.0, 0, (time.perf_counter() - started) * 1000)
+                found.entries.append((chunk_id, payload, clause, best.get(idx, -1.0)))
+                found.lexical.append(lexical.scores.get((chunk_id, clause["number"]), 0.0))
+        return found if found.entries else None
 
-        dense_order = sorted(range(len(entries)), key=lambda i: -entries[i][3])
-        lex_order = sorted(range(len(entries)), key=lambda i: -entry_lexical[i])
-        d_rank = {i: r for r, i in enumerate(dense_order, start=1)}
-        l_rank = {i: r for r, i in enumerate(lex_order, start=1)}
-        k = rules.rrf_k
-        fused = []
-        for i, (chunk_id, payload, clause, dense_score) in enumerate(entries):
-            score = rules.dense_weight * rrf(d_rank[i], k)
-            if entry_lexical[i] > 0:
-                score += rules.lexical_weight * rrf(l_rank[i], k)
-            # the chunk's own standing in both searches breaks ties between its clauses and others
-            score += rules.chunk_weight * (rrf(dense_rank.get(chunk_id, 10_000), k)
-                                           + rrf(sparse_rank.get(chunk_id, 10_000), k))
-            fused.append(score)
-        # A bare heading ("3. Eligibility") or a title-only preamble says nothing a citation
-        # could rest on: it ranks after every clause with content.
-        order = sorted(range(len(entries)), key=lambda i: (entry_heading[i], -fused[i]))
-        hits: list[ClauseHit] = []
-        seen: set[tuple[int, str]] = set()
-        for i in order:
-            chunk_id, payload, clause, dense_score = entries[i]
-            key = (payload["version_id"], clause["number"])
-            if key in seen:
-                continue  # a clause split across windows or chunks is ranked once
-            seen.add(key)
-            info = versions[payload["version_id"]]
-            hits.append(ClauseHit(
-                policy_id=info.policy_id, policy_title=info.title, version=info.version,
-                version_id=info.version_id, effective_date=info.effective_date.isoformat(),
-                classification=info.classification, clause=clause["number"],
-                heading_path=tuple(clause.get("heading_path", ())), text=clause["text"], chunk_id=chunk_id,
-                dense_score=dense_score, lexical_score=entry_lexical[i], score=fused[i]))
-            if len(hits) >= top_k:
-                break
-        best_dense = max(e[3] for e in entries)
-        return RetrievalResult(hits, best_dense, len(chunks), (time.perf_counter() - started) * 1000)
+
+@dataclass
+class Candidates:
+    """The clauses one question is ranked over, and the evidence for each."""
+
+    dense_rank: dict[str, int]  # chunk id -> rank in the dense chunk search
+    sparse_rank: dict[str, int]  # chunk id -> rank in the sparse chunk search
+    chunks: int
+    entries: list[tuple[str, dict, dict, float]] = field(default_factory=list)  # chunk id, payload, clause, cosine
+    lexical: list[float] = field(default_factory=list)  # clause-level BM25 over the visible corpus
+    heading: list[bool] = field(default_factory=list)  # a bare heading
+
+
+def fuse(candidates: Candidates, rules: RetrievalRules) -> list[float]:
+    """Reciprocal-rank fusion of each clause's dense rank, lexical rank and its chunk's ranks."""
+    entries, lexical = candidates.entries, candidates.lexical
+    d_rank = _ranks([e[3] for e in entries])
+    l_rank = _ranks(lexical)
+    k = rules.rrf_k
+    fused = []
+    for i, (chunk_id, _payload, _clause, _dense) in enumerate(entries):
+        score = rules.dense_weight * rrf(d_rank[i], k)
+        if lexical[i] > 0:
+            score += rules.lexical_weight * rrf(l_rank[i], k)
+        # the chunk's own standing in both searches breaks ties between its clauses and others
+        score += rules.chunk_weight * (rrf(candidates.dense_rank.get(chunk_id, 10_000), k)
+                                       + rrf(candidates.sparse_rank.get(chunk_id, 10_000), k))
+        fused.append(score)
+    return fused
+
+
+def _ranks(scores: Sequence[float]) -> list[int]:
+    """1-based rank of each score, best first (ties keep their order)."""
+    ranks = [0] * len(scores)
+    for rank, i in enumerate(sorted(range(len(scores)), key=lambda i: -scores[i]), start=1):
+        ranks[i] = rank
+    return ranks
