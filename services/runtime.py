@@ -171,7 +171,8 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
                                     api_key.get_secret_value() if api_key else None)
         generator.warm_up()
         generators[spec.key] = generator
-    retriever = Retriever(runtime.index, policy, runtime.identity.index_name, runtime.session_factory)
+    retriever = Retriever(runtime.index, policy, runtime.identity.index_name, runtime.session_factory,
+                          embed=runtime.embedder.embed)
     with runtime.session_factory() as session:
         # every published version's clauses tokenised now, not on the first question
         retriever.lexicon.ensure_loaded(session.scalars(select(DocumentVersion.id).where(

@@ -71,7 +71,8 @@ def gold_version_ids(session: Session, gold_dir: Path) -> set[int] | None:
 def _gold_on_active_index(runtime, gold_dir: Path, version_ids: set[int]) -> dict:  # noqa: ANN001
     from services.query.retrieval import Retriever, asks_about_history, visible_versions
 
-    retriever = Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory)
+    retriever = Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory,
+                          embed=runtime.embedder.embed)
     outcomes, cache = [], {}
     for q in load_gold_queries(gold_dir):
         if not q.gold:

@@ -196,7 +196,8 @@ class _World:
         from services.query.retrieval import Retriever
 
         runtime = self.runtime
-        return Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory)
+        return Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory,
+                         embed=runtime.embedder.embed)
 
     def close(self) -> None:
         self.runtime.close()

@@ -111,6 +111,7 @@ class ClauseLexicon:
         # Acronyms the corpus defines: the acronym's term <-> the terms of its long form.
         self._long_forms: dict[str, tuple[str, ...]] = {}
         self._by_first_term: dict[str, list[tuple[str, tuple[str, ...]]]] = {}  # long form's first term -> pairs
+        self._definitions: dict[str, tuple[str, str]] = {}  # acronym term -> (acronym, long form) as written
 
     @classmethod
     def from_database(cls, session_factory: sessionmaker[Session]) -> ClauseLexicon:
@@ -144,6 +145,7 @@ class ClauseLexicon:
                     short, expansion = tokenize(acronym), tuple(tokenize(long_form))
                     if len(short) == 1 and len(expansion) >= 2 and short[0] not in self._long_forms:
                         self._long_forms[short[0]] = expansion
+                        self._definitions[short[0]] = (acronym, long_form)
                         self._by_first_term.setdefault(expansion[0], []).append((short[0], expansion))
             self._loaded.update(missing)
             self._arrays = None
@@ -159,6 +161,18 @@ class ClauseLexicon:
                 if tuple(terms[i:i + len(long_form)]) == long_form:
                     extra.append(acronym)
         return terms + extra
+
+    def expansions(self, query_terms: Sequence[str]) -> list[str]:
+        """The other forms of the acronyms a query uses, as text: ["politically exposed person"] for "PEP"."""
+        terms = list(query_terms)
+        found: list[str] = []
+        for i, term in enumerate(terms):
+            if term in self._long_forms:
+                found.append(self._definitions[term][1])
+            for acronym, long_form in self._by_first_term.get(term, ()):
+                if tuple(terms[i:i + len(long_form)]) == long_form:
+                    found.append(self._definitions[acronym][0])
+        return list(dict.fromkeys(found))
 
     def _term(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._term_arrays.get(term)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import NamedTuple
@@ -125,7 +125,8 @@ class CachedChunk(NamedTuple):
 
 class Retriever:
     def __init__(self, index: VectorIndex, policy: GovernancePolicy, index_name: str,
-                 session_factory: sessionmaker[Session] | None = None, lexicon: ClauseLexicon | None = None) -> None:
+                 session_factory: sessionmaker[Session] | None = None, lexicon: ClauseLexicon | None = None,
+                 embed: Callable[[list[str]], np.ndarray] | None = None) -> None:
         if lexicon is None:
             if session_factory is None:
                 raise ValueError("a Retriever needs the database (session_factory) or a ClauseLexicon")
@@ -134,6 +135,7 @@ class Retriever:
         self.policy = policy
         self.index_name = index_name
         self.lexicon = lexicon
+        self.embed = embed  # to embed a question again with its acronyms spelled out; None: never
         # Chunk id -> what retrieval needs of it. Chunks are immutable (ids are derived from an
         # immutable version), so nothing kept here can go stale; it is fetched and derived once.
         self._chunks: dict[str, CachedChunk] = {}
@@ -189,6 +191,11 @@ class Retriever:
         rules = self.policy.retrieval
         ids = sorted(versions)
         qv = np.asarray(question_vector, dtype=np.float32)
+        expansions = self.lexicon.expansions(tokenize(question)) if self.embed is not None else []
+        if expansions:
+            # "PEP" and "politically exposed person" are one thing to BM25 (the lexicon expands
+            # both ways) but not to a small embedding model: search with the question that says both.
+            qv = np.asarray(self.embed([f"{question} ({'; '.join(expansions)})"])[0], dtype=np.float32)
         # Ids and scores only: a chunk's payload and clause vectors never change, so they are
         # fetched once per chunk and kept (converting them is most of a search's cost).
         dense_hits = self.index.search_dense(self.index_name, qv.tolist(), rules.candidate_chunks, ids,

@@ -107,3 +107,11 @@ def test_acronym_definitions(text: str, expected: list) -> None:
 ])
 def test_questions_about_changes_search_superseded_versions(question: str, history: bool) -> None:
     assert asks_about_history(question) is history
+
+
+def test_expansions_spell_out_the_other_form_for_the_embedding_query() -> None:
+    lexicon = _lexicon()
+    lexicon.ensure_loaded([1])
+    assert lexicon.expansions(tokenize("who signs off a PEP account")) == ["politically exposed person"]
+    assert lexicon.expansions(tokenize("a politically exposed person wants an account")) == ["PEP"]
+    assert lexicon.expansions(tokenize("what is the LTV cap")) == []  # LTV is never defined in this corpus
