@@ -162,17 +162,24 @@ class ClauseLexicon:
                     extra.append(acronym)
         return terms + extra
 
-    def expansions(self, query_terms: Sequence[str]) -> list[str]:
-        """The other forms of the acronyms a query uses, as text: ["politically exposed person"] for "PEP"."""
+    def expansions(self, query_terms: Sequence[str], max_share: float = 0.01, min_limit: int = 10) -> list[str]:
+        """The other forms of the acronyms a query uses, as text: ["politically exposed person"] for "PEP".
+
+        Only for acronyms used in at most `max_share` of the clauses (or `min_limit` clauses, in a
+        small corpus): one the whole corpus is about ("ADGM" in ADGM's rulebooks) tells a search
+        nothing, and spelling it out only dilutes the question's embedding.
+        """
         terms = list(query_terms)
         found: list[str] = []
+        limit = max(max_share * len(self._keys), min_limit)
         for i, term in enumerate(terms):
             if term in self._long_forms:
-                found.append(self._definitions[term][1])
+                found.append(term)
             for acronym, long_form in self._by_first_term.get(term, ()):
                 if tuple(terms[i:i + len(long_form)]) == long_form:
-                    found.append(self._definitions[acronym][0])
-        return list(dict.fromkeys(found))
+                    found.append(acronym)
+        rare = [a for a in dict.fromkeys(found) if len(self._postings.get(a, ((),))[0]) <= limit]
+        return [self._definitions[a][1] if a in terms else self._definitions[a][0] for a in rare]
 
     def _term(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._term_arrays.get(term)

@@ -115,3 +115,15 @@ def test_expansions_spell_out_the_other_form_for_the_embedding_query() -> None:
     assert lexicon.expansions(tokenize("who signs off a PEP account")) == ["politically exposed person"]
     assert lexicon.expansions(tokenize("a politically exposed person wants an account")) == ["PEP"]
     assert lexicon.expansions(tokenize("what is the LTV cap")) == []  # LTV is never defined in this corpus
+
+
+def test_an_acronym_the_whole_corpus_uses_is_not_spelled_out() -> None:
+    common = [(1, "c1", "1.0", [], "the Abu Dhabi Global Market (ADGM) and the Financial Services Regulatory "
+                                    "Authority (FSRA)")]
+    common += [(1, f"c{i}", f"1.{i}", [], f"Rule {i} applies in the ADGM.") for i in range(1, 40)]
+    common += [(1, "c99", "9.9", [], "an FSRA rule")]
+    lexicon = ClauseLexicon(lambda ids: common)
+    lexicon.ensure_loaded([1])
+    # ADGM is in 40 of 41 clauses: spelling it out tells the search nothing; FSRA is in 2
+    assert lexicon.expansions(tokenize("which ADGM rule covers FSRA fees")) == [
+        "Financial Services Regulatory Authority"]
