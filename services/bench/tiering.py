@@ -32,7 +32,6 @@ when refused for the expected reason, an answerable one when not refused.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -203,8 +202,6 @@ def bench_tiering(limit: int | None = None, *, measure_baseline: bool = True,
     """Run the gold workload through tiered routing; report traffic, cost, correctness and latency per tier."""
     from services.runtime import build_runtime
 
-    # Before the embedder loads torch, which loads the libgomp llama.cpp shares: see services.generation.llama.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     everything = load_gold_queries(GOLD_DIR)
     queries = stratified_subset(everything, limit)
     ambient = Settings(env="test")  # policy file and any deployed endpoints (POLICYHUB_OPENAI_ENDPOINTS)

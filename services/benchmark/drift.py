@@ -69,7 +69,7 @@ def gold_version_ids(session: Session, gold_dir: Path) -> set[int] | None:
 
 
 def _gold_on_active_index(runtime, gold_dir: Path, version_ids: set[int]) -> dict:  # noqa: ANN001
-    from services.query.retrieval import Retriever, asks_about_history, visible_versions
+    from services.query.retrieval import Retriever, version_scope, visible_versions
 
     retriever = Retriever(runtime.index, runtime.policy, runtime.identity.index_name, runtime.session_factory,
                           embed=runtime.embedder.embed)
@@ -77,7 +77,7 @@ def _gold_on_active_index(runtime, gold_dir: Path, version_ids: set[int]) -> dic
     for q in load_gold_queries(gold_dir):
         if not q.gold:
             continue
-        key = (q.as_of, q.as_of is None and asks_about_history(q.question))
+        key = version_scope(q.question, q.as_of)
         if key not in cache:
             with runtime.session_factory() as session:
                 visible = visible_versions(session, runtime.policy.classifications[-1], runtime.policy, *key)

@@ -264,11 +264,12 @@ def _ingest_obliqa(world: _World, root: Path, limit: int | None, progress: Progr
 # -- running the questions ---------------------------------------------------------------------
 
 
-def rank_clauses(embedder, retriever, question: str, versions: dict) -> tuple[tuple, float]:  # noqa: ANN001
+def rank_clauses(embedder, retriever, question: str, versions: dict,  # noqa: ANN001
+                 depth: int = RANK_DEPTH) -> tuple[tuple, float]:
     """The real retrieval path for one question: embed, then rank distinct clauses. Returns (ranking, ms)."""
     t0 = time.perf_counter()
     q_vec = embedder.embed([question])[0]
-    result = retriever.retrieve(question, q_vec, versions, top_k=RANK_DEPTH)
+    result = retriever.retrieve(question, q_vec, versions, top_k=depth)
     elapsed = (time.perf_counter() - t0) * 1000
     return tuple(distinct((h.policy_id, h.version, h.clause) for h in result.clauses)), elapsed
 
@@ -279,9 +280,9 @@ def _ranked(world: _World, question: str, versions: dict) -> tuple[tuple, float]
 
 def _versions_for(world: _World, as_of: date | None, cache: dict, question: str = "") -> dict:
     """The versions the query service would search for this question (as_of, or history for "what changed")."""
-    from services.query.retrieval import asks_about_history, visible_versions
+    from services.query.retrieval import version_scope, visible_versions
 
-    key = (as_of, as_of is None and asks_about_history(question))
+    key = version_scope(question, as_of)
     if key not in cache:
         runtime = world.runtime
         with runtime.session_factory() as session:
@@ -391,13 +392,9 @@ def _run_obliqa(world: _World, questions: list[dict], passage_of: dict[tuple[str
     outcomes, misses = [], []
     for n, q in enumerate(questions, start=1):
         gold = frozenset((f"ADGM-{p['DocumentID']}", "1", str(p["PassageID"])) for p in q["Passages"])
-        t0 = time.perf_counter()
-        q_vec = world.runtime.embedder.embed([q["Question"]])[0]
         # deeper than RANK_DEPTH: several of our clauses can fall in one ObliQA passage
-        result = world.retriever.retrieve(q["Question"], q_vec, versions, top_k=RANK_DEPTH * 3)
-        ms = (time.perf_counter() - t0) * 1000
-        ranked = tuple(distinct((h.policy_id, h.version, passage_of.get((h.policy_id, h.clause), h.clause))
-                                for h in result.clauses))[:RANK_DEPTH]
+        clauses, ms = rank_clauses(world.runtime.embedder, world.retriever, q["Question"], versions, RANK_DEPTH * 3)
+        ranked = tuple(distinct((p, v, passage_of.get((p, c), c)) for p, v, c in clauses))[:RANK_DEPTH]
         outcomes.append(QueryOutcome(query_id=q["QuestionID"], category=f"group_{q.get('Group', '?')}",
                                      ranked=ranked, gold=gold, retrieval_ms=ms))
         if recall_at_k(ranked, set(gold), 10) < 1.0 and len(misses) < MISSES_SHOWN:

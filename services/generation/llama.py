@@ -10,28 +10,14 @@ callback, which stops decoding between batches, so a slow generation cannot over
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 from pathlib import Path
-
-import structlog
 
 from governance.policy import ModelSpec
 from services.generation.base import Generation, GenerationError, GenerationTimeout, resolve_model_path
 
 DEFAULT_SEED = 42  # fixed so the same prompt gives the same answer (replayable audits, stable tests)
-
-log = structlog.get_logger()
-
-
-def _openmp_loaded() -> bool:
-    """Whether an OpenMP runtime (GNU libgomp) is already mapped into this process (Linux; else False)."""
-    try:
-        return "libgomp.so" in Path("/proc/self/maps").read_text()
-    except OSError:
-        return False
-
 
 class LlamaCppGenerator:
     def __init__(self, spec: ModelSpec, n_threads: int = 2, seed: int = DEFAULT_SEED) -> None:
@@ -49,18 +35,8 @@ class LlamaCppGenerator:
     def warm_up(self) -> None:
         if self._llm is not None:
             return
-        # llama.cpp's OpenMP workers spin while they wait. On a machine whose cores are shared (the
-        # embedder, the API, other services) a spinning worker whose partner was descheduled burns
-        # the core the partner needs: measured here, 3x the CPU time and up to 10x the latency.
-        # Passive waiting must be chosen before the OpenMP runtime loads. torch loads the same
-        # libgomp.so.1, so in a process that built the embedder first, setting it here is too late:
-        # measured in the query service, 4-15x the CPU time per answer (10-42 s instead of 1-4 s).
-        # The process start must set it; say so loudly when it did not.
-        if "OMP_WAIT_POLICY" not in os.environ and _openmp_loaded():
-            log.warning("llama.openmp_already_loaded", model=self.spec.key,
-                        hint="set OMP_WAIT_POLICY=PASSIVE before the process starts (torch loaded libgomp "
-                             "first); llama.cpp's OpenMP workers will spin")
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Passive OpenMP waiting (llama.cpp's workers must not spin on a shared host) is chosen when
+        # the services package loads, before torch or llama.cpp can load libgomp: see services/__init__.py.
         import llama_cpp
 
         self.model_path = resolve_model_path(self.spec.path)

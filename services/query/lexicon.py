@@ -151,16 +151,23 @@ class ClauseLexicon:
             self._arrays = None
             self._term_arrays = {}
 
+    def _acronyms_used(self, terms: Sequence[str]) -> dict[str, bool]:
+        """Defined acronyms a query uses, by term, each with whether it was written as the acronym."""
+        used: dict[str, bool] = {}
+        for i, term in enumerate(terms):
+            if term in self._long_forms:
+                used.setdefault(term, True)
+            for acronym, long_form in self._by_first_term.get(term, ()):
+                if tuple(terms[i:i + len(long_form)]) == long_form:
+                    used.setdefault(acronym, False)
+        return used
+
     def expand(self, query_terms: Sequence[str]) -> list[str]:
         """The query's terms plus, for each defined acronym, the other form: "PEP" <-> "politically exposed person"."""
         terms = list(query_terms)
-        extra: list[str] = []
-        for i, term in enumerate(terms):
-            extra += self._long_forms.get(term, ())
-            for acronym, long_form in self._by_first_term.get(term, ()):
-                if tuple(terms[i:i + len(long_form)]) == long_form:
-                    extra.append(acronym)
-        return terms + extra
+        for acronym, as_acronym in self._acronyms_used(query_terms).items():
+            terms += self._long_forms[acronym] if as_acronym else [acronym]
+        return terms
 
     def expansions(self, query_terms: Sequence[str], max_share: float = 0.01, min_limit: int = 10) -> list[str]:
         """The other forms of the acronyms a query uses, as text: ["politically exposed person"] for "PEP".
@@ -169,17 +176,10 @@ class ClauseLexicon:
         small corpus): one the whole corpus is about ("ADGM" in ADGM's rulebooks) tells a search
         nothing, and spelling it out only dilutes the question's embedding.
         """
-        terms = list(query_terms)
-        found: list[str] = []
         limit = max(max_share * len(self._keys), min_limit)
-        for i, term in enumerate(terms):
-            if term in self._long_forms:
-                found.append(term)
-            for acronym, long_form in self._by_first_term.get(term, ()):
-                if tuple(terms[i:i + len(long_form)]) == long_form:
-                    found.append(acronym)
-        rare = [a for a in dict.fromkeys(found) if len(self._postings.get(a, ((),))[0]) <= limit]
-        return [self._definitions[a][1] if a in terms else self._definitions[a][0] for a in rare]
+        return [self._definitions[a][1] if as_acronym else self._definitions[a][0]
+                for a, as_acronym in self._acronyms_used(query_terms).items()
+                if len(self._postings.get(a, ((),))[0]) <= limit]
 
     def _term(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._term_arrays.get(term)

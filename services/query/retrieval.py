@@ -78,6 +78,11 @@ def asks_about_history(question: str) -> bool:
     return bool(_HISTORY.search(question))
 
 
+def version_scope(question: str, as_of: date | None) -> tuple[date | None, bool]:
+    """The (as_of, history) arguments of visible_versions for one question."""
+    return as_of, as_of is None and asks_about_history(question)
+
+
 def visible_versions(session: Session, clearance: str, policy: GovernancePolicy,
                      as_of: date | None = None, history: bool = False) -> dict[int, VersionInfo]:
     """Versions this caller may retrieve, within clearance: the active ones; those in effect on `as_of`;

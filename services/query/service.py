@@ -27,7 +27,7 @@ from services.query.complexity import classify_complexity
 from services.query.escalation import EscalationResult, quote_answer, run_escalation
 from services.query.guards import ProhibitedUseDetector, assess_risk, check_input
 from services.query.pii import PiiDetector
-from services.query.retrieval import ClauseHit, Retriever, asks_about_history, visible_versions
+from services.query.retrieval import ClauseHit, Retriever, version_scope, visible_versions
 from services.query.router import Budget, decide
 from services.query.schemas import NOT_AVAILABLE, AskCreate, AskRead, CitationRead, LatencyRead, ModelRead
 from services.query.verify import RetrievedClause
@@ -138,8 +138,7 @@ class QueryService:
                            f"Refused: {verdict.reason}")
 
         with transaction(self.session_factory) as session:
-            versions = visible_versions(session, principal.clearance, policy, request.as_of,
-                                        history=request.as_of is None and asks_about_history(question))
+            versions = visible_versions(session, principal.clearance, policy, *version_scope(question, request.as_of))
             spent_today = _spent_today(session, principal.name)
         result = self.retriever.retrieve(question, q_vec, versions)
         t_retrieve = _ms(t0)
