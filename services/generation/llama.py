@@ -5,6 +5,17 @@ serialised by a lock; a request that cannot get the lock within its timeout fail
 than queueing without bound. The timeout is enforced inside llama.cpp through its abort
 callback, which stops decoding between batches, so a slow generation cannot overrun
 `spec.timeout_s` by more than one decode step.
+
+Decoding is greedy (temperature 0), in a loop of our own rather than llama-cpp-python's
+`create_chat_completion`, for one reason: its grammar sampler filters the whole vocabulary
+(49,152 tokens for SmolLM2) at every step. Greedy decoding under a grammar picks the most
+likely token the grammar allows, so it is enough to check the most likely token and filter
+the whole vocabulary only when the grammar rejects it (a handful of times per answer: the
+opening "[", the end of the line). The answers are the same token for token as
+`create_chat_completion(temperature=0, grammar=...)` (tests/services/generation/test_llama.py
+compares them). The prompt is the GGUF's own chat template, rendered as llama-cpp-python
+renders it, and the KV cache of the longest common prefix with the previous call (the
+system prompt) is kept, as llama-cpp-python keeps it.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ import ctypes
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from governance.policy import ModelSpec
 from services.generation.base import Generation, GenerationError, GenerationTimeout, resolve_model_path
@@ -31,6 +44,9 @@ class LlamaCppGenerator:
         self._lock = threading.Lock()
         self._deadline = float("inf")
         self._abort_callback = None  # kept referenced: llama.cpp holds only a raw pointer to it
+        self._chat_format = None
+        self._vocab = None
+        self._one = self._one_array = self._all = self._all_array = None  # grammar-check buffers
 
     def warm_up(self) -> None:
         if self._llm is not None:
@@ -51,21 +67,39 @@ class LlamaCppGenerator:
         self._abort_callback = abort
         llama_cpp.llama_set_abort_callback(self._llm.ctx, abort, None)
 
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GenerationError(f"model {self.spec.key}: the GGUF carries no chat template")
+        model, eos, bos = self._llm._model, self._llm.token_eos(), self._llm.token_bos()
+        # The arguments llama-cpp-python itself builds its metadata chat handler with.
+        self._chat_format = Jinja2ChatFormatter(template=template, eos_token=model.token_get_text(eos),
+                                                bos_token=model.token_get_text(bos), stop_token_ids=[eos],
+                                                add_generation_prompt=True)
+        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
+        n_vocab = self._llm.n_vocab()
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
+        self._all = np.zeros(n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)],
+                                                       align=True))
+        self._all_array = llama_cpp.llama_token_data_array(
+            data=self._all.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), size=n_vocab, selected=-1,
+            sorted=False)
+
     def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
         if self._llm is None:
             raise GenerationError(f"model {self.spec.key} was not warmed up")
-        import llama_cpp
-
-        # Parsed by llama.cpp when the sampler is built; an invalid grammar fails as a GenerationError below.
-        compiled = llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None
         started = time.perf_counter()
         timeout = self.spec.timeout_s
         if not self._lock.acquire(timeout=timeout):
             raise GenerationTimeout(f"model {self.spec.key}: busy for longer than {timeout:g} s")
         try:
             self._deadline = time.monotonic() + max(0.0, timeout - (time.perf_counter() - started))
-            response = self._llm.create_chat_completion(messages=messages, temperature=0, max_tokens=max_tokens,
-                                                        seed=self.seed, grammar=compiled)
+            text, input_tokens, output_tokens = self._complete(messages, max_tokens, grammar)
+        except GenerationError:
+            self._llm.reset()
+            raise
         except Exception as exc:
             timed_out = time.monotonic() > self._deadline
             # After an abort the KV cache no longer matches llama-cpp-python's idea of it: start clean.
@@ -76,11 +110,75 @@ class LlamaCppGenerator:
         finally:
             self._deadline = float("inf")
             self._lock.release()
+        return Generation(text=text.strip(), input_tokens=input_tokens, output_tokens=output_tokens,
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    def _complete(self, messages: list[dict], max_tokens: int, grammar: str | None) -> tuple[str, int, int]:
+        """Greedy completion of the chat; (text, prompt tokens, answer tokens). Runs under the lock."""
+        import llama_cpp
+
+        llm = self._llm
+        rendered = self._chat_format(messages=messages)
+        tokens = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        room = llm.n_ctx() - len(tokens)
+        if room <= 0:
+            raise GenerationError(f"model {self.spec.key}: prompt of {len(tokens)} tokens exceeds the context "
+                                  f"window of {llm.n_ctx()}")
+        sampler = None
+        if grammar:
+            sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+            if not sampler:
+                raise GenerationError(f"model {self.spec.key}: llama.cpp rejected the grammar")
         try:
-            text = response["choices"][0]["message"]["content"] or ""
-            usage = response["usage"]
-            return Generation(text=text.strip(), input_tokens=int(usage["prompt_tokens"]),
-                              output_tokens=int(usage["completion_tokens"]),
-                              latency_ms=(time.perf_counter() - started) * 1000)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise GenerationError(f"model {self.spec.key}: malformed completion: {exc!r}") from exc
+            self._eval_prompt(tokens)
+            answer: list[int] = []
+            n_vocab = len(self._all)
+            for _ in range(min(max_tokens, room)):
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+                token = int(np.argmax(logits))
+                if sampler is not None:
+                    token = self._grammar_choice(sampler, token, logits)
+                    llama_cpp.llama_sampler_accept(sampler, token)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    break
+                answer.append(token)
+                llm.eval([token])
+        finally:
+            if sampler is not None:
+                llama_cpp.llama_sampler_free(sampler)
+        return llm.detokenize(answer).decode("utf-8", errors="ignore"), len(tokens), len(answer)
+
+    def _eval_prompt(self, tokens: list[int]) -> None:
+        """Evaluate the prompt, keeping the KV cache of the longest prefix shared with the last call."""
+        llm = self._llm
+        keep = 0
+        for cached, token in zip(llm.input_ids[:llm.n_tokens], tokens[:-1]):  # the last one is always evaluated
+            if cached != token:
+                break
+            keep += 1
+        if keep and not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0
+        if not keep:
+            llm.reset()
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+
+    def _grammar_choice(self, sampler, token: int, logits: np.ndarray) -> int:  # noqa: ANN001 (a llama_sampler_p)
+        """The greedy token under the grammar: `token` when allowed, else the most likely allowed token."""
+        import llama_cpp
+
+        one, one_array = self._one, self._one_array
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        one_array.size, one_array.selected, one_array.sorted = 1, -1, False
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(one_array))
+        if np.isfinite(one[0].logit):
+            return token
+        full, full_array = self._all, self._all_array
+        full["id"] = np.arange(len(full), dtype=np.intc)
+        full["logit"] = logits
+        full_array.size, full_array.selected, full_array.sorted = len(full), -1, False
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(full_array))
+        allowed = full["logit"][:full_array.size]
+        if not np.isfinite(allowed).any():
+            raise GenerationError(f"model {self.spec.key}: the grammar allows no token here")
+        return int(full["id"][int(np.argmax(allowed))])

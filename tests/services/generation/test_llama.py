@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import statistics
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +126,45 @@ def test_generates_text_with_token_counts(smollm2: LlamaCppGenerator) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+def test_greedy_grammar_decoding_matches_llama_cpp_python(smollm2: LlamaCppGenerator) -> None:
+    """The generator checks the grammar on the greedy token only; the answers must be llama-cpp-python's own.
+
+    Both sides start from an empty KV cache, so both evaluate the whole prompt in one batch.
+    """
+    import llama_cpp
+
+    compared = 0
+    for question, indices in QUESTIONS:
+        clauses = numbered(indices)
+        for tier in (1, 2):
+            messages = build_messages(question, clauses, tier=tier)
+            grammar = answer_grammar(len(prompt_clauses(clauses, tier=tier)))
+            smollm2._llm.reset()
+            ours = smollm2.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=grammar)
+            smollm2._llm.reset()
+            theirs = smollm2._llm.create_chat_completion(
+                messages=messages, temperature=0, max_tokens=MAX_ANSWER_TOKENS,
+                grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False))
+            assert ours.text == theirs["choices"][0]["message"]["content"].strip(), (question, tier)
+            assert (ours.input_tokens, ours.output_tokens) == (theirs["usage"]["prompt_tokens"],
+                                                               theirs["usage"]["completion_tokens"])
+            assert ours.text == "Not available in policy." or ours.text.startswith("[")
+            compared += 1
+    assert compared == 2 * len(QUESTIONS)
+
+
+@pytest.mark.integration
+def test_bad_grammar_and_oversized_prompt_are_generation_errors(smollm2: LlamaCppGenerator) -> None:
+    with pytest.raises(GenerationError, match="rejected the grammar"):
+        smollm2.generate([{"role": "user", "content": "hi"}], max_tokens=4, grammar="root ::= (")
+    huge = [{"role": "user", "content": "bank " * (smollm2.spec.context_tokens + 10)}]
+    with pytest.raises(GenerationError, match="exceeds the context window"):
+        smollm2.generate(huge, max_tokens=4)
+    assert smollm2.generate([{"role": "user", "content": "Say hello."}], max_tokens=4).output_tokens > 0
+
+
+@pytest.mark.integration
 def test_concurrent_calls_are_serialised(smollm2: LlamaCppGenerator) -> None:
     results, errors = [], []
 
@@ -160,37 +196,19 @@ def test_timeout_aborts_generation_and_the_model_recovers(smollm2_path: Path) ->
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_tier1_latency_over_ten_questions(smollm2: LlamaCppGenerator, capsys: pytest.CaptureFixture[str]) -> None:
-    """p50/p95 of a full Tier-1 answer as escalation asks for it, and how many verify.
+def test_tier1_answers_follow_the_format_and_verify(smollm2: LlamaCppGenerator) -> None:
+    """Ten single-clause questions as escalation asks them: the best clause, the grammar, the answer budget.
 
-    Retrieval hands over 3-5 clauses; the tier-1 prompt shows the best one, the answer follows
-    the citation grammar and the escalation's answer budget.
-
-    CPU seconds are reported beside wall time: on a shared machine wall time mostly measures the
-    neighbours, while CPU time is the work itself (llama.cpp waits passively, see llama.py).
+    Latency is measured by `policyhub bench tier1` (README, Performance), not here.
     """
-    latencies, cpu, verified, prompt_tokens = [], [], 0, []
+    verified = 0
     for question, indices in QUESTIONS:
         clauses = numbered(indices)
         shown = prompt_clauses(clauses, tier=1)
-        cpu_start = time.process_time()
         generation = smollm2.generate(build_messages(question, clauses, tier=1), max_tokens=MAX_ANSWER_TOKENS,
                                       grammar=answer_grammar(len(shown)))
-        cpu.append(time.process_time() - cpu_start)
-        latencies.append(generation.latency_ms)
-        prompt_tokens.append(generation.input_tokens)
+        assert generation.text == "Not available in policy." or generation.text.startswith("[1] ")
+        assert "\n" not in generation.text and generation.output_tokens <= MAX_ANSWER_TOKENS
         verification = verify_answer(generation.text, parse_citations(generation.text, shown), shown)
         verified += verification.passed and not is_not_available(generation.text)
-
-    def p50_p95(values: list[float]) -> tuple[float, float]:
-        ordered = sorted(values)
-        return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-    (p50, p95), (cpu50, cpu95) = p50_p95(latencies), p50_p95(cpu)
-    with capsys.disabled():
-        print(f"\nTier-1 SmolLM2-135M Q4_1 (n_threads={smollm2.n_threads}), {len(latencies)} questions, "
-              f"{min(prompt_tokens)}-{max(prompt_tokens)} prompt tokens, <= {MAX_ANSWER_TOKENS} answer tokens: "
-              f"wall p50 {p50:.0f} ms, p95 {p95:.0f} ms (goal p95 <= 2000 ms); CPU p50 {cpu50:.2f} s, "
-              f"p95 {cpu95:.2f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-              f"verified answers {verified}/{len(latencies)}")
-    assert all(lat < TEST_SPEC.timeout_s * 1000 for lat in latencies)
+    assert verified >= 8  # 9 of 10 on the bundled Q4_1 weights
