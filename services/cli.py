@@ -476,6 +476,40 @@ def bench_tiering_cmd(
     print(json.dumps(result, indent=2))
 
 
+@bench_app.command("tier1")
+@cli_errors
+def bench_tier1_cmd(
+    limit: Annotated[Optional[int], typer.Option(help="a stratified subset of N answerable gold queries")] = 40,
+    min_clauses: Annotated[int, typer.Option(help="corpus size: gold policies, then ObliQA documents")] = 1000,
+) -> None:
+    """Tier-1 answer latency (p50/p95, CPU), tokens and verification on a corpus of at least 1,000 clauses."""
+    from rich.progress import Progress
+
+    from services.bench.tier1 import bench_tier1
+
+    _settings()
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = bench_tier1(limit=limit, min_clauses=min_clauses, progress=progress)
+    print(json.dumps(result, indent=2))
+
+
+@bench_app.command("router")
+@cli_errors
+def bench_router_cmd(n: Annotated[int, typer.Option(help="decisions to time")] = 20_000) -> None:
+    """Routing decision p50/p99 over the policy file's models (goal p99 <= 1 ms)."""
+    from services.bench.tier1 import bench_router
+
+    _settings()
+    print(json.dumps(bench_router(n=n), indent=2))
+
+
 def main() -> None:
     app()
 

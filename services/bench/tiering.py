@@ -132,8 +132,8 @@ def _tier_endpoints(policy: GovernancePolicy, configured: dict[str, str]) -> Ite
         yield endpoints, availability
 
 
-def _approve_generation_models(settings: Settings, policy: GovernancePolicy) -> None:
-    """Register and approve every generation model of the policy file in the throw-away database.
+def approve_generation_models(settings: Settings, policy: GovernancePolicy, only: set[str] | None = None) -> None:
+    """Register and approve every generation model of the policy file (or those in `only`) in the throw-away database.
 
     The bench measures routing over the policy's full line-up; whether a model may be approved
     is the registry's question, answered in the real database, not here.
@@ -142,6 +142,8 @@ def _approve_generation_models(settings: Settings, policy: GovernancePolicy) -> 
     try:
         with transaction(make_session_factory(engine)) as session:
             for spec in policy.models:
+                if only is not None and spec.key not in only:
+                    continue
                 path = resolve_model_path(spec.path) if spec.kind == "llama_cpp" else None
                 model = register_generation_model(session, spec, path)
                 note = {"note": "bench tiering: throw-away database, every policy-file model approved"}
@@ -160,7 +162,7 @@ def _attempts(session_factory, request_id: str) -> list[dict]:  # noqa: ANN001
     return json.loads(record.payload)["trace"].get("attempts", []) if record else []
 
 
-def _generation_clauses(query, principal: Principal, q: GoldQuery) -> tuple[str, list]:  # noqa: ANN001
+def generation_clauses(query, principal: Principal, q: GoldQuery) -> tuple[str, list]:  # noqa: ANN001
     """The clauses the request path hands to generation: the same guard, embedder, versions, retriever, threshold."""
     from services.query.guards import check_input
     from services.query.retrieval import visible_versions
@@ -210,7 +212,7 @@ def bench_tiering(limit: int | None = None, *, measure_baseline: bool = True,
             _tier_endpoints(policy, ambient.openai_endpoints) as (endpoints, availability):
         settings = Settings(env="test", data_dir=Path(tmp), openai_endpoints={**ambient.openai_endpoints, **endpoints})
         upgrade(settings.sqlalchemy_url)
-        _approve_generation_models(settings, policy)
+        approve_generation_models(settings, policy)
         runtime = build_runtime(settings)
         try:
             runtime.ingestion.ingest_paths([GOLD_DIR / "policies"])
@@ -260,7 +262,7 @@ def _run_one(query, principal: Principal, q: GoldQuery, top: ModelSpec, measure_
             "attempts": _attempts(query.session_factory, request_id)}
     if answer.refused:
         return row
-    question, clauses = _generation_clauses(query, principal, q)
+    question, clauses = generation_clauses(query, principal, q)
     sent = [(a["tier"], a["prompt"]) for a in row["attempts"] if a.get("prompt")]
     row["prompt_chars"] = _prompt_chars(build_messages(question, clauses, top.tier))
     row["prompt_rebuilt_exactly"] = (all(p == build_messages(question, clauses, tier) for tier, p in sent)
