@@ -122,6 +122,10 @@ class RoutingRules(_Strict):
     retry_budget: int = Field(ge=0, le=10)
     per_request_cost_cap: float = Field(ge=0.0)
     daily_budget_per_user: float = Field(ge=0.0)
+    # A multi-clause or comparison label the complexity classifier gave with a confidence below
+    # `unsure_below` (no rule matched: a guess) starts at `unsure_start_tier` instead of tier 2.
+    unsure_below: float = Field(default=0.5, ge=0.0, le=1.0)
+    unsure_start_tier: int = Field(default=1, ge=0, le=2)
 
 
 class RiskRules(_Strict):

@@ -11,10 +11,11 @@ The rules, in the order they apply:
 * Complexity sets the lowest adequate tier: lookup -> 0, single_clause and summarisation -> 1,
   multi_clause and comparison -> 2. A lookup is answered by quoting the clause (tier 0) and
   never spends on a model. A multi_clause or comparison label that the classifier gave with a
-  confidence below `UNSURE_BELOW` (no rule matched) starts at tier 1 instead: escalation still
-  reaches tier 2 when tier 1's answer fails verification, but a question the classifier merely
-  guessed to be complex does not pay for tier 2 first. (Gold subset of 40: 6 of the 13 questions
-  sent to tier 2 first had such a guess, 0.31-0.42; five were single-clause questions.)
+  confidence below `routing.unsure_below` (no rule matched) starts at `routing.unsure_start_tier`
+  instead: with 1, escalation still reaches tier 2 when tier 1's answer fails verification; with
+  0 the clauses are quoted. Either way a question the classifier merely guessed to be complex
+  does not pay for tier 2 first. (Gold subset of 40: 6 of the 13 questions sent to tier 2 first
+  had such a guess, 0.31-0.42; five were single-clause questions.)
 * SLA caps the highest tier: below `routing.sla_tier1_max_ms` only tiers 0-1; below
   `routing.sla_tier2_max_ms` up to tier 2; no SLA (interactive default) up to tier 2; tier 3
   (frontier, asynchronous) only when the caller's SLA is at least `routing.async_sla_min_ms`, i.e.
@@ -50,8 +51,6 @@ from services.query.complexity import QuestionFeatures
 
 MIN_TIER_FOR_COMPLEXITY = {"lookup": 0, "single_clause": 1, "summarisation": 1, "multi_clause": 2,
                            "comparison": 2}
-# Below this the classifier's label is a guess (five labels: chance is 0.2; rule labels carry 0.9).
-UNSURE_BELOW = 0.5
 RISK_LEVELS = ("normal", "high", "critical")
 PER_REQUEST_CAP = "per_request_cost_cap"
 DAILY_BUDGET = "daily_budget_per_user"
@@ -119,11 +118,13 @@ def decide(features: QuestionFeatures, effective_classification: str, risk: str,
 
     min_tier = MIN_TIER_FOR_COMPLEXITY[features.complexity]
     reasons.append(f"complexity {features.complexity} ({features.confidence:.2f}): lowest adequate tier {min_tier}")
-    if min_tier > 1 and features.confidence < UNSURE_BELOW:
-        min_tier = 1
-        reasons.append(f"confidence below {UNSURE_BELOW}: start at tier 1, escalate on a failed verification")
+    unsure_below, unsure_tier = policy.routing.unsure_below, policy.routing.unsure_start_tier
+    if min_tier > 1 and features.confidence < unsure_below and unsure_tier < min_tier:
+        min_tier = unsure_tier
+        reasons.append(f"confidence below {unsure_below}: a guessed label starts at tier {unsure_tier}"
+                       + (", escalating on a failed verification" if unsure_tier else ""))
     if min_tier == 0:
-        reasons.append("a lookup is answered by quoting the clause; no model is used")
+        reasons.append("tier 0: the clauses are quoted; no model is used")
         return RouteDecision(candidates=(QUOTE_CANDIDATE,), risk=risk, human_review_required=human_review,
                              refused=False, refusal_reason=None, budget_exceeded=None, reasons=tuple(reasons))
     max_tier, sla_reason = max_tier_for_sla(sla_ms, policy)

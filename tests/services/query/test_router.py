@@ -12,7 +12,6 @@ from services.query.complexity import COMPLEXITY_LABELS, QuestionFeatures
 from services.query.router import (
     DAILY_BUDGET,
     PER_REQUEST_CAP,
-    UNSURE_BELOW,
     Budget,
     RouteDecision,
     decide,
@@ -67,15 +66,29 @@ def test_comparison_needs_tier_2() -> None:
     assert keys(decision) == ["onprem-large@1", "vpc-large@1", "cloud-large@1", None]
 
 
-def test_an_unsure_guess_of_complexity_starts_at_tier_1() -> None:
-    guessed = replace(features("multi_clause"), confidence=UNSURE_BELOW - 0.01)
+def test_an_unsure_guess_of_complexity_starts_at_the_policy_tier() -> None:
+    unsure_below = POLICY.routing.unsure_below
+    assert POLICY.routing.unsure_start_tier == 1
+    guessed = replace(features("multi_clause"), confidence=unsure_below - 0.01)
     decision = decide(guessed, "public", "normal", None, OPEN_BUDGET, ALL, POLICY)
     assert keys(decision) == ["small@1", "onprem-large@1", "vpc-large@1", "cloud-large@1", None]
-    assert any("start at tier 1" in r for r in decision.reasons)
-    sure = replace(features("comparison"), confidence=UNSURE_BELOW)
+    assert any("starts at tier 1" in r for r in decision.reasons)
+    sure = replace(features("comparison"), confidence=unsure_below)
     assert keys(decide(sure, "public", "normal", None, OPEN_BUDGET, ALL, POLICY))[0] == "onprem-large@1"
     unsure_lookup = replace(features("lookup"), confidence=0.2)
     assert keys(decide(unsure_lookup, "public", "normal", None, OPEN_BUDGET, ALL, POLICY)) == [None]
+
+
+@pytest.mark.parametrize("start_tier, expected", [
+    (0, [None]),
+    (2, ["onprem-large@1", "vpc-large@1", "cloud-large@1", None]),
+])
+def test_the_start_tier_for_a_guessed_label_is_configuration(start_tier: int, expected: list) -> None:
+    policy = POLICY.model_copy(update={"routing": POLICY.routing.model_copy(update={"unsure_start_tier": start_tier})})
+    guessed = replace(features("comparison"), confidence=0.3)
+    decision = decide(guessed, "public", "normal", None, OPEN_BUDGET, ALL, policy)
+    assert keys(decision) == expected
+    assert decision.budget_exceeded is None and not decision.refused
 
 
 def test_async_sla_allows_tier_3() -> None:
