@@ -19,15 +19,20 @@ import os
 import re
 import statistics
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
+from typing import Self
 from uuid import UUID
 
 from sqlalchemy import Connection, bindparam, select, text
+from sqlalchemy.engine import processors
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from governance.errors import PolicyHubError
 from governance.records.audit import AuditRecord
@@ -56,6 +61,7 @@ _MAX_LENGTHS = {"chain": 32, "request_id": 64, "event": 64, "actor": 200, "actor
                 "effective_classification": 32, "model_key": 200}
 
 _VERIFY_BATCH = 5000
+_SQLITE_VERIFY_MMAP_BYTES = 1 << 30
 
 
 class AuditChainBroken(PolicyHubError):
@@ -392,37 +398,169 @@ def _trusted_checkpoints(checkpoints: Sequence[Checkpoint], key: bytes | None) -
     return trusted, "; ".join(problems) + ": the checkpoint file was altered"
 
 
-# Untyped columns, so SQLAlchemy does no result processing of its own: _stored_rows
-# converts just the columns that need it, which costs a fraction of a typed select's
-# per-row processing.
+# Untyped columns, so SQLAlchemy does no result processing of its own: _StoredChain
+# converts just the columns that need it, and only for rows off the fast path.
 _STORED_ROWS = text(f"SELECT {', '.join(HASHED_FIELDS)}, hash FROM {_TABLE.name} WHERE chain = :chain ORDER BY seq")
+_HASH_AT = len(HASHED_FIELDS)
+
+# How SQLAlchemy writes a datetime into SQLite's text column (its DATETIME storage format);
+# the rows the store wrote spell created_at exactly so.
+_SQLITE_STORED_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}").fullmatch
+# _ROW_TEMPLATE with created_at written from that text: date, "T", time, "Z".
+_SQLITE_ROW_TEMPLATE = _ROW_TEMPLATE.replace('"created_at":%s', '"created_at":"%sT%sZ"')
+assert _SQLITE_ROW_TEMPLATE.count('"%sT%sZ"') == 1
+
+
+def _sqlite_row_digest(row: Sequence) -> str | None:
+    """`_row_digest` of what a typed select returns for this raw SQLite row, or None when the
+    row holds anything but the types the store writes (the caller then converts it and takes
+    the general path).
+
+    A typed select turns created_at's text into a datetime (datetime.fromisoformat) and
+    iso_utc turns it back into text; for the exact spelling SQLAlchemy writes, that round
+    trip is a respelling of the same digits, so it is done on the text. The booleans are
+    stored as integers and read as their truth value.
+    """
+    (actor, actor_role, chain, channel, cost, created_at, classification, event, model_key, payload,
+     pii_present, policy_ids, prev_hash, question, refused, request_id, seq, tier, _) = row
+    if not (type(payload) is str and type(created_at) is str and _SQLITE_STORED_TIMESTAMP(created_at)
+            and type(cost) is float and math.isfinite(cost) and type(seq) is int
+            and (tier is None or type(tier) is int) and type(refused) is int and type(pii_present) is int):
+        return None
+    try:
+        datetime.fromisoformat(created_at)  # a real date and time, or the typed select fails to read it
+        written = (_SQLITE_ROW_TEMPLATE % (
+            prev_hash, _escape(actor), _escape(actor_role), _escape(chain), _escape(channel), cost,
+            created_at[:10], created_at[11:], "null" if classification is None else _escape(classification),
+            _escape(event), "null" if model_key is None else _escape(model_key), payload,
+            "true" if pii_present else "false", _escape(policy_ids), _escape(prev_hash),
+            "null" if question is None else _escape(question), "true" if refused else "false",
+            _escape(request_id), seq, "null" if tier is None else tier)).encode()
+    except (ValueError, TypeError):  # an impossible date, a text column holding something else
+        return None
+    return hashlib.sha256(written).hexdigest()
+
+
+def _typed_row_digest(row: Sequence) -> str | None:
+    """`_row_digest` of a row the driver already returns typed (PostgreSQL), or None when it
+    cannot be hashed (the caller's general path then says why)."""
+    try:
+        return _row_digest(row[:_HASH_AT])
+    except (ValueError, TypeError, AttributeError, UnicodeError):
+        return None
+
+
+def _no_fast_digest(row: Sequence) -> None:
+    return None
+
+
+def _driver_params(compiled: SQLCompiler, params: dict) -> Sequence | dict:
+    return tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+
+
+class _StoredChain:
+    """The chain's rows in seq order, streamed straight from the driver's cursor inside the
+    connection's transaction (one read snapshot), without building SQLAlchemy rows.
+
+    Each row is the hashed fields in HASHED_FIELDS order and then the stored hash, as the
+    driver returns them. `typed(row)` is what a typed select of the columns returns: it
+    applies SQLAlchemy's own result processors for the columns that have one on this
+    dialect and driver (on SQLite created_at, stored as text, and the booleans, stored as
+    0/1; none on PostgreSQL, whose driver returns Python types), and raises ValueError or
+    TypeError for a value they cannot convert, as the typed select would. `fast_digest(row)`
+    is `_row_digest(typed(row)[:-1])` for rows of the types the store writes, computed
+    without converting, and None for any other row. Driver errors are raised as SQLAlchemy
+    would raise them.
+    """
+
+    def __init__(self, conn: Connection, chain: str) -> None:
+        dialect = conn.dialect
+        if not conn.in_transaction():
+            conn.begin()  # what executing through SQLAlchemy would do (autobegin)
+        compiled = _STORED_ROWS.compile(dialect=dialect)
+        self._sql, self._params = compiled.string, _driver_params(compiled, {"chain": chain})
+        self._dbapi_error = dialect.loaded_dbapi.Error
+        self._driver = conn.connection.driver_connection
+        self._cursor = None
+        self._restore_mmap_size: int | None = None
+        try:
+            with self._driver_errors():
+                if dialect.name == "sqlite":
+                    # Read the file through a memory map for this walk, not a read() call and a
+                    # copy per page: ~1 us of system time a row. Only this connection, only now.
+                    self._restore_mmap_size = self._driver.execute("PRAGMA mmap_size").fetchone()[0]
+                    self._driver.execute(f"PRAGMA mmap_size = {_SQLITE_VERIFY_MMAP_BYTES:d}")
+                if dialect.supports_server_side_cursors and not getattr(self._driver, "autocommit", False):
+                    # psycopg: a named cursor fetching itersize rows a round trip, as stream_results does.
+                    self._cursor = self._driver.cursor(f"policyhub_verify_{id(self):x}")
+                    self._cursor.itersize = _VERIFY_BATCH
+                else:
+                    self._cursor = self._driver.cursor()
+                self._cursor.execute(self._sql, self._params)
+                description = self._cursor.description
+        except BaseException:
+            self.close()
+            raise
+        conversions = {}
+        for at, (name, column) in enumerate(zip(HASHED_FIELDS, description)):
+            process = _TABLE.c[name].type.dialect_impl(dialect).result_processor(dialect, column[1])
+            if process is not None:
+                conversions[name] = (at, process)
+        self._conversions = list(conversions.values())
+        self.fast_digest = _fast_digest_for(dialect.name, {name: process for name, (_, process) in conversions.items()})
+
+    @contextmanager
+    def _driver_errors(self) -> Generator[None, None, None]:
+        try:
+            yield
+        except self._dbapi_error as exc:
+            raise DBAPIError.instance(self._sql, self._params, exc, self._dbapi_error) from exc
+
+    def __iter__(self) -> Generator[Sequence, None, None]:
+        with self._driver_errors():
+            yield from self._cursor
+
+    def typed(self, row: Sequence) -> list:
+        values = list(row)
+        for at, convert in self._conversions:
+            values[at] = convert(values[at])
+        return values
+
+    def close(self) -> None:
+        with self._driver_errors():
+            try:
+                if self._cursor is not None:
+                    self._cursor.close()
+            finally:
+                if self._restore_mmap_size is not None:
+                    self._driver.execute(f"PRAGMA mmap_size = {self._restore_mmap_size:d}")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _fast_digest_for(dialect_name: str, conversions: Mapping[str, Callable]) -> Callable[[Sequence], str | None]:
+    """The fast digest for rows read with these result processors: exactly the conversions
+    _sqlite_row_digest reproduces, or none at all; any other dialect or SQLAlchemy version
+    reads every row typed."""
+    if not conversions:
+        return _typed_row_digest
+    if dialect_name == "sqlite" and conversions == {"created_at": processors.str_to_datetime,
+                                                    "refused": processors.int_to_boolean,
+                                                    "pii_present": processors.int_to_boolean}:
+        return _sqlite_row_digest
+    return _no_fast_digest
 
 
 def _stored_rows(conn: Connection, chain: str) -> Generator[list, None, None]:
-    """The chain's rows in seq order, streamed: the hashed fields in HASHED_FIELDS order and
-    then the stored hash, each value what a typed select of the column would return.
-
-    The conversions are SQLAlchemy's own result processors for the columns that have one
-    on this dialect and driver: on SQLite created_at (stored as text) and the booleans
-    (stored as 0/1); none on PostgreSQL, whose driver returns Python types. A value they
-    cannot convert raises ValueError or TypeError, as the typed select would.
-    """
-    rows = conn.execute(_STORED_ROWS, {"chain": chain},
-                        execution_options={"stream_results": True, "yield_per": _VERIFY_BATCH})
-    try:
-        dialect = conn.dialect
-        conversions = []
-        for at, (name, column) in enumerate(zip(HASHED_FIELDS, rows.cursor.description)):
-            process = _TABLE.c[name].type.dialect_impl(dialect).result_processor(dialect, column[1])
-            if process is not None:
-                conversions.append((at, process))
-        for row in rows:
-            values = list(row)
-            for at, convert in conversions:
-                values[at] = convert(values[at])
-            yield values
-    finally:
-        rows.close()
+    """The chain's rows in seq order, streamed, each what a typed select returns: the hashed
+    fields in HASHED_FIELDS order and then the stored hash."""
+    with _StoredChain(conn, chain) as stored:
+        for row in stored:
+            yield stored.typed(row)
 
 
 def verify_chain(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN,
@@ -451,31 +589,37 @@ def verify_chain(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN,
         expected.setdefault(cp.seq, []).append(cp)
     records, prev_seq, prev_hash, last_matching_cp = 0, 0, GENESIS_HASH, 0
     bad: tuple[int, str] | None = None
-    rows = _stored_rows(_connection(session_or_conn), chain)
-    try:
-        for values in rows:
-            stored_hash = values.pop()
-            records += 1
-            seq = values[_SEQ_AT]
+    with _StoredChain(_connection(session_or_conn), chain) as stored:
+        fast_digest, typed = stored.fast_digest, stored.typed
+        try:
+            for row in stored:
+                # A row on the fast path is one a typed select reads without error, and its
+                # seq, prev_hash and hash read as stored; any other row is converted here,
+                # which raises where the typed select would.
+                digest = fast_digest(row) if bad is None else None
+                values = row if digest is not None else typed(row)
+                records += 1
+                seq, stored_hash = values[_SEQ_AT], values[_HASH_AT]
+                if bad is None:
+                    if (digest is None or digest != stored_hash or seq != prev_seq + 1
+                            or values[_PREV_HASH_AT] != prev_hash):
+                        typed_values = values if digest is None else typed(row)
+                        bad = _check_row(typed_values[:_HASH_AT], stored_hash, prev_seq, prev_hash)
+                    if bad is None and seq in expected:
+                        for cp in expected[seq]:
+                            if cp.head_hash != stored_hash:
+                                bad = (last_matching_cp + 1,
+                                       f"hash at seq {seq} differs from the signed checkpoint of {cp.time}: records "
+                                       f"{last_matching_cp + 1}..{seq} were rewritten and the chain recomputed")
+                                break
+                        else:
+                            last_matching_cp = seq
+                prev_seq, prev_hash = seq, stored_hash
+        except (ValueError, TypeError) as exc:
+            # A value the driver cannot even decode (say, a timestamp typed in by hand). Database
+            # errors (a lost connection) are not evidence of anything and propagate.
             if bad is None:
-                bad = _check_row(values, stored_hash, prev_seq, prev_hash)
-                if bad is None and seq in expected:
-                    for cp in expected[seq]:
-                        if cp.head_hash != stored_hash:
-                            bad = (last_matching_cp + 1,
-                                   f"hash at seq {seq} differs from the signed checkpoint of {cp.time}: records "
-                                   f"{last_matching_cp + 1}..{seq} were rewritten and the chain recomputed")
-                            break
-                    else:
-                        last_matching_cp = seq
-            prev_seq, prev_hash = seq, stored_hash
-    except (ValueError, TypeError) as exc:
-        # A value the driver cannot even decode (say, a timestamp typed in by hand). Database
-        # errors (a lost connection) are not evidence of anything and propagate.
-        if bad is None:
-            bad = (prev_seq + 1, f"record after seq {prev_seq} cannot be read: {type(exc).__name__}: {exc}")
-    finally:
-        rows.close()
+                bad = (prev_seq + 1, f"record after seq {prev_seq} cannot be read: {type(exc).__name__}: {exc}")
     if bad is None and relevant and relevant[-1].seq > prev_seq:
         cp = relevant[-1]
         bad = (prev_seq + 1, f"chain ends at seq {prev_seq} but the signed checkpoint of {cp.time} covers seq "
