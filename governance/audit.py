@@ -60,7 +60,7 @@ _AFTER_PAYLOAD = HASHED_FIELDS[_PAYLOAD_AT + 1 :]
 _MAX_LENGTHS = {"chain": 32, "request_id": 64, "event": 64, "actor": 200, "actor_role": 32, "channel": 32,
                 "effective_classification": 32, "model_key": 200}
 
-_VERIFY_BATCH = 5000
+_VERIFY_BATCH = 5000  # rows a round trip from PostgreSQL
 _SQLITE_VERIFY_MMAP_BYTES = 1 << 30
 
 
@@ -490,8 +490,9 @@ class _StoredChain:
                     # copy per page: ~1 us of system time a row. Only this connection, only now.
                     self._restore_mmap_size = self._driver.execute("PRAGMA mmap_size").fetchone()[0]
                     self._driver.execute(f"PRAGMA mmap_size = {_SQLITE_VERIFY_MMAP_BYTES:d}")
-                if dialect.supports_server_side_cursors and not getattr(self._driver, "autocommit", False):
-                    # psycopg: a named cursor fetching itersize rows a round trip, as stream_results does.
+                if dialect.driver == "psycopg" and not self._driver.autocommit:
+                    # A named (server-side) cursor fetching itersize rows a round trip, as
+                    # stream_results does; it needs a transaction, so not on autocommit.
                     self._cursor = self._driver.cursor(f"policyhub_verify_{id(self):x}")
                     self._cursor.itersize = _VERIFY_BATCH
                 else:
