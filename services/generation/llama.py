@@ -43,6 +43,7 @@ DEFAULT_SEED = 42  # fixed so the same prompt gives the same answer (replayable 
 DEFAULT_LOOKAHEAD = 8  # draft tokens taken from the prompt per decoding step (0: one token per step)
 DRAFT_NGRAM = 2  # answer tokens matched against the prompt to find a draft
 
+
 class LlamaCppGenerator:
     def __init__(self, spec: ModelSpec, n_threads: int = 2, seed: int = DEFAULT_SEED,
                  lookahead: int = DEFAULT_LOOKAHEAD) -> None:
@@ -186,16 +187,15 @@ class LlamaCppGenerator:
             for index in range(len(fed)):
                 token = choose(index)
                 if index == len(draft) or token != draft[index] or llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    break
+                    break  # `token` is the next answer token (or the end), not yet in the KV cache
                 answer.append(token)  # the draft token was right, and is already in the KV cache
                 kept += 1
                 if len(answer) >= limit:
-                    token = -1
                     break
             if kept < len(fed):
                 llm._ctx.kv_cache_seq_rm(-1, start + kept, -1)
             llm.n_tokens = start + kept
-            if token == -1:
+            if len(answer) >= limit:
                 break
         return answer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from unittest.mock import patch
 
@@ -385,39 +386,35 @@ def test_verify_on_an_autocommit_connection(engine, records):
     assert (result.ok, result.records, result.head_hash) == (True, 7, records[-1].hash)
 
 
-@pytest.mark.integration
-def test_verify_leaves_the_sqlite_connections_mmap_size_as_it_was(sqlite_url):
+@pytest.fixture
+def sqlite_one_record(sqlite_url) -> Iterator[Engine]:
+    """A SQLite database whose chain holds one record."""
     from services.db.session import make_engine, make_session_factory
 
     engine = make_engine(sqlite_url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            append(session, entry(1))
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA mmap_size = 65536")
-            assert verify_chain(conn).ok
-            assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 65536
-    finally:
-        engine.dispose()
+    with make_session_factory(engine).begin() as session:
+        append(session, entry(1))
+    yield engine
+    engine.dispose()
 
 
 @pytest.mark.integration
-def test_a_driver_error_is_raised_as_a_typed_select_raises_it(sqlite_url):
+def test_verify_leaves_the_sqlite_connections_mmap_size_as_it_was(sqlite_one_record):
+    with sqlite_one_record.connect() as conn:
+        conn.exec_driver_sql("PRAGMA mmap_size = 65536")
+        assert verify_chain(conn).ok
+        assert conn.exec_driver_sql("PRAGMA mmap_size").scalar() == 65536
+
+
+@pytest.mark.integration
+def test_a_driver_error_is_raised_as_a_typed_select_raises_it(sqlite_one_record):
     # Not evidence about the chain either way (here, text that is not UTF-8): it propagates,
     # as the same SQLAlchemy error a typed select raises.
-    from services.db.session import make_engine, make_session_factory
-
-    engine = make_engine(sqlite_url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            append(session, entry(1))
-        as_owner(engine, "UPDATE audit_records SET actor = CAST(X'C3' AS TEXT) WHERE seq = 1")
-        with engine.connect() as conn, pytest.raises(OperationalError, match="UTF-8"):
-            typed_rows(conn)
-        with engine.connect() as conn, pytest.raises(OperationalError, match="UTF-8"):
-            verify_chain(conn)
-    finally:
-        engine.dispose()
+    as_owner(sqlite_one_record, "UPDATE audit_records SET actor = CAST(X'C3' AS TEXT) WHERE seq = 1")
+    with sqlite_one_record.connect() as conn, pytest.raises(OperationalError, match="UTF-8"):
+        typed_rows(conn)
+    with sqlite_one_record.connect() as conn, pytest.raises(OperationalError, match="UTF-8"):
+        verify_chain(conn)
 
 
 # -- whatever is appended verifies, on both databases ----------------------------------
