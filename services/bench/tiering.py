@@ -317,6 +317,7 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
             "goal": COST_REDUCTION_GOAL,
             "goal_met": bool(counterfactual) and 1 - actual / counterfactual >= COST_REDUCTION_GOAL,
         },
+        "label_routing": label_routing_ceiling(answered, routable, counterfactual) if measured else None,
         "estimate_check": _estimate_check(answered, top, typical_output),
         "correctness": _correctness(rows, buckets, answered, measured),
         "latency_ms": {name: percentiles([r["latency_ms"] for r in rs]) for name, rs in buckets.items()},
@@ -326,6 +327,37 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
         ).items())),
         "errors": [{"query": r["query"].id, "error": r["error"]} for r in rows if r["error"]],
     }
+
+
+def label_routing_ceiling(answered: list[dict], routable: dict[str, ModelSpec], counterfactual: float) -> dict:
+    """The cost reduction a router that knew each question's gold expected tier would reach.
+
+    It bounds what better complexity classification can buy with this workload and model line-up:
+    a request the gold set expects at tier 0 costs nothing, and so does one that must be refused;
+    one expected at tier n >= 1 pays the cheapest routable model of tier n (or of the next tier
+    up that has one) on the tokens the top tier's measured call used. The small model's prompt is
+    shorter than the top tier's, so tier-1 requests are priced high and the ceiling is, if
+    anything, low.
+    """
+    cheapest: dict[int, ModelSpec] = {}
+    for spec in sorted(routable.values(), key=lambda s: (s.price_in_per_1k + s.price_out_per_1k, s.key)):
+        cheapest.setdefault(spec.tier, spec)
+    total, by_tier = 0.0, Counter()
+    for r in answered:
+        expected = r["query"].expected_tier
+        if r["query"].expected_refusal or not expected:
+            by_tier["0" if not r["query"].expected_refusal else "refused"] += 1
+            continue
+        tier = min((t for t in cheapest if t >= expected), default=None)
+        if tier is None:  # nothing at or above the expected tier: the top tier's own measured cost
+            tier, cost = max(cheapest), r["baseline"]["cost"]
+        else:
+            cost = generation_cost(cheapest[tier], r["baseline"]["input_tokens"], r["baseline"]["output_tokens"])
+        by_tier[str(tier)] += 1
+        total += cost
+    return {"requests_by_expected_tier": dict(sorted(by_tier.items())), "total": round(total, 8),
+            "reduction": round(1 - total / counterfactual, 4) if counterfactual else None,
+            "basis": "each answered request at its gold expected tier, priced on the top tier's measured tokens"}
 
 
 def _estimate_check(answered: list[dict], top: ModelSpec, typical_output: float) -> dict:

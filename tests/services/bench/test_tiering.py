@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 
 from services.bench.query import GOLD_DIR
-from services.bench.tiering import bench_tiering, citation_matches_gold, stratified_subset
-from services.benchmark.runner import load_gold_queries
+from governance.policy import ModelSpec
+from services.bench.tiering import bench_tiering, citation_matches_gold, label_routing_ceiling, stratified_subset
+from services.benchmark.runner import GoldQuery, load_gold_queries
 
 LIMIT = 12
 
@@ -39,6 +40,32 @@ def test_a_parent_clause_counts_for_a_gold_sub_item_but_not_a_sibling() -> None:
     assert not citation_matches_gold(("KYC-AML-001", "1.0", "6.1"), gold)
 
 
+def _spec(name: str, tier: int, price_in: float) -> ModelSpec:
+    return ModelSpec(name=name, version="1", tier=tier, zone="onprem", kind="openai", api_model=name,
+                     base_url="http://127.0.0.1:1/v1", price_in_per_1k=price_in, price_out_per_1k=price_in * 2,
+                     context_tokens=2048, typical_latency_ms=500, timeout_s=10)
+
+
+def _answered(expected_tier: int | None, refusal: str | None = None, tokens: tuple[int, int] = (1000, 100)) -> dict:
+    query = GoldQuery(id="Q", question="q", gold=frozenset(), category="c", expected_tier=expected_tier,
+                      expected_refusal=refusal, as_of=None, classification=None)
+    return {"query": query, "baseline": {"input_tokens": tokens[0], "output_tokens": tokens[1], "cost": 0.5}}
+
+
+@pytest.mark.unit
+def test_the_label_routing_ceiling_prices_each_request_at_its_expected_tier() -> None:
+    small, large, dear = _spec("small", 1, 0.01), _spec("large", 2, 0.1), _spec("large-dear", 2, 0.3)
+    routable = {s.key: s for s in (small, large, dear)}
+    rows = [_answered(0), _answered(1), _answered(2), _answered(None, "not_in_policy"), _answered(3)]
+    ceiling = label_routing_ceiling(rows, routable, counterfactual=2.0)
+    # tier 1 at the small model's prices, tier 2 at the cheaper tier-2 model's; tier 0 and the refusal
+    # free; tier 3 (no model) at the top tier's own measured cost
+    expected = (1.0 * 0.01 + 0.1 * 0.02) + (1.0 * 0.1 + 0.1 * 0.2) + 0.5
+    assert ceiling["total"] == pytest.approx(expected)
+    assert ceiling["reduction"] == pytest.approx(1 - expected / 2.0, abs=1e-4)
+    assert ceiling["requests_by_expected_tier"] == {"0": 1, "1": 1, "2": 2, "refused": 1}
+
+
 @pytest.fixture(scope="module")
 def report() -> dict:
     return bench_tiering(limit=LIMIT)
@@ -64,6 +91,7 @@ def test_the_top_tier_for_everything_costs_at_least_what_routing_costs(report: d
     assert counterfactual["total"] >= cost["total"]
     assert cost["total"] == pytest.approx(sum(cost["by_tier"].values()), abs=1e-7)
     assert cost["reduction"] == pytest.approx(1 - cost["total"] / counterfactual["total"], abs=1e-3)
+    assert 0 <= report["label_routing"]["total"] <= counterfactual["total"]
 
 
 @pytest.mark.integration
