@@ -88,7 +88,7 @@ def _run(dataset: str, split: str, model: str | None, report: Path | None, limit
 @cli_errors
 def benchmark_run(
     dataset: Annotated[str, typer.Option(help="gold | obliqa")] = "gold",
-    split: Annotated[str, typer.Option(help="ObliQA split")] = "dev",
+    split: Annotated[str, typer.Option(help="ObliQA: dev, dev-train (odd) or dev-heldout (even)")] = "dev",
     model: Annotated[Optional[str], typer.Option(help="registered NAME@VERSION (default: the configured model)")] = None,
     report: Annotated[Optional[Path], typer.Option(help="write PATH.json and PATH.html")] = None,
     limit: Annotated[Optional[int], typer.Option(help="first N questions only (a partial run)")] = None,

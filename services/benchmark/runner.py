@@ -56,6 +56,9 @@ log = structlog.get_logger()
 
 DEFAULT_GOLD_DIR = Path(__file__).resolve().parents[2] / "gold_dataset"
 DATASETS = ("gold", "obliqa")
+# Halves of ObliQA dev in file order, so a model can be trained on one and measured on the other:
+# split -> (file split, first index); every second question from there.
+OBLIQA_DERIVED_SPLITS = {"dev-train": ("dev", 1), "dev-heldout": ("dev", 0)}
 RANK_DEPTH = 20  # clauses ranked per question: enough for Recall@20 and the recall-by-k chart
 MISSES_SHOWN = 50
 BENCHMARK_ACTOR = Actor("benchmark", "model_risk", channel="benchmark")
@@ -151,6 +154,8 @@ def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev",
     """Benchmark one embedding model; returns the report (also written to `report_path` and stored)."""
     if dataset not in DATASETS:
         raise InvalidRequest(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if dataset == "obliqa":
+        obliqa_split(obliqa_dir, split)  # an unknown split is refused before a long ingest, not after
     policy = load_policy(settings.policy_file)
     candidate = resolve_candidate(settings, model_key)
     started = time.perf_counter()
@@ -165,7 +170,7 @@ def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev",
                 corpus = _ingest_obliqa(world, obliqa_dir, documents, progress)
                 questions = _obliqa_questions(obliqa_dir, split, corpus["document_ids"], limit)
                 outcomes, misses = _run_obliqa(world, questions, obliqa_passage_map(world, obliqa_dir), progress)
-                version, run_split = _obliqa_version(obliqa_dir, split), split
+                version, run_split = obliqa_version(obliqa_dir, split), split
             coverage = _gold_coverage(world, outcomes)
         finally:
             world.close()
@@ -355,8 +360,18 @@ def _routed_tier(world: _World, request_id: str) -> int | None:
 def _obliqa_questions(root: Path, split: str, document_ids: list[int], limit: int | None) -> list[dict]:
     """Questions whose gold passages all lie in the ingested documents (all of them on a full run)."""
     ingested = set(document_ids)
-    questions = [q for q in load_questions(root, split) if {p["DocumentID"] for p in q["Passages"]} <= ingested]
+    questions = [q for q in obliqa_split(root, split) if {p["DocumentID"] for p in q["Passages"]} <= ingested]
     return questions[:limit]
+
+
+def obliqa_split(root: Path, split: str) -> list[dict]:
+    """The questions of an ObliQA split: a file (`dev`) or a half of one (`dev-train` odd, `dev-heldout` even)."""
+    source, start = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
+    if start is None and not (root / f"ObliQA_{split}.json").exists():
+        raise InvalidRequest(f"unknown ObliQA split {split!r}; expected dev, "
+                             f"{', '.join(OBLIQA_DERIVED_SPLITS)} or a file ObliQA_SPLIT.json in {root}")
+    questions = load_questions(root, source)
+    return questions if start is None else questions[start::2]
 
 
 def obliqa_passage_map(world: _World, root: Path) -> dict[tuple[str, str], str]:
@@ -423,8 +438,9 @@ def _miss(qid: str, category: str, question: str, gold: frozenset, ranked: tuple
             "top5": [fmt(k) for k in ranked[:5]]}
 
 
-def _obliqa_version(root: Path, split: str) -> str:
-    digest = hashlib.sha256((root / f"ObliQA_{split}.json").read_bytes()).hexdigest()
+def obliqa_version(root: Path, split: str) -> str:
+    source, _ = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
+    digest = hashlib.sha256((root / f"ObliQA_{source}.json").read_bytes()).hexdigest()
     return f"{split}-{digest[:12]}"
 
 
