@@ -269,6 +269,43 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     console.print(table)
 
 
+@models_app.command("finetune")
+@cli_errors
+def models_finetune(
+    out: Annotated[Path, typer.Option(help="new or empty directory for the fine-tuned model")],
+    split: Annotated[str, typer.Option(help="ObliQA training split")] = "dev-train",
+    base: Annotated[Optional[Path], typer.Option(help="base model directory (default: the configured model)")] = None,
+    epochs: Annotated[int, typer.Option()] = 1,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    learning_rate: Annotated[float, typer.Option()] = 3e-5,
+    hard_negatives: Annotated[int, typer.Option(help="mined from the gold passage's document")] = 1,
+    seed: Annotated[int, typer.Option()] = 42,
+    limit: Annotated[Optional[int], typer.Option(help="first N training questions only")] = None,
+) -> None:
+    """Fine-tune the embedding model on ObliQA training questions (CPU, seeded); register the result to use it."""
+    from services.bench.obliqa import DEFAULT_OBLIQA_DIR
+    from services.embedding.finetune import FinetuneConfig, finetune_obliqa
+    from services.embedding.sentence import default_model_path
+
+    settings = _settings()
+    base = base or Path(settings.embedding_model_path or default_model_path())
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                            hard_negatives=hard_negatives, seed=seed)
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        result = finetune_obliqa(DEFAULT_OBLIQA_DIR, split, base, out, config, limit=limit, progress=advance)
+    console.print(f"fine-tuned on {result.questions} questions ({result.examples} pairs, {result.steps} steps, "
+                  f"{result.seconds:.0f} s, last loss {result.final_loss}) -> {result.output}")
+    console.print(f"next: policyhub models register --path {result.output} --name NAME --version VERSION, then "
+                  "policyhub benchmark run --dataset obliqa --split dev-heldout --model NAME@VERSION")
+
+
 # -- drift ----------------------------------------------------------------------------------
 
 
