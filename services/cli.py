@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_support import cli_errors, err_console, load_settings as _settings
+from services.cli_support import cli_errors, err_console, load_settings as _settings, staged
 from services.benchmark.cli import benchmark_app, drift_app, models_app
 
 app = typer.Typer(help="policyhub: governed knowledge hub for bank policies and procedures.",
@@ -489,14 +489,7 @@ def bench_tier1_cmd(
 
     _settings()
     with Progress(console=err_console, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        result = bench_tier1(limit=limit, min_clauses=min_clauses, progress=progress)
+        result = bench_tier1(limit=limit, min_clauses=min_clauses, progress=staged(bar))
     print(json.dumps(result, indent=2))
 
 

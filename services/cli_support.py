@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 
 from governance.errors import PolicyHubError
 
@@ -36,3 +38,15 @@ def load_settings():  # noqa: ANN201
     settings = get_settings()
     configure_logging(settings.json_logs)
     return settings
+
+
+def staged(bar: Progress) -> Callable[[str, int, int], None]:
+    """A `progress(stage, done, total)` callback that shows one bar per stage on `bar`."""
+    tasks: dict[str, int] = {}
+
+    def advance(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return advance

@@ -346,7 +346,7 @@ def label_routing_ceiling(answered: list[dict], routable: dict[str, ModelSpec], 
     for r in answered:
         expected = r["query"].expected_tier
         if r["query"].expected_refusal or not expected:
-            by_tier["0" if not r["query"].expected_refusal else "refused"] += 1
+            by_tier["refused" if r["query"].expected_refusal else "0"] += 1
             continue
         tier = min((t for t in cheapest if t >= expected), default=None)
         if tier is None:  # nothing at or above the expected tier: the top tier's own measured cost

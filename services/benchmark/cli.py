@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.cli_support import cli_errors, err_console, load_settings as _settings
+from services.cli_support import cli_errors, err_console, load_settings as _settings, staged
 
 benchmark_app = typer.Typer(help="Benchmark embedding models on the gold set or ObliQA.", no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: register, benchmark, sign off, activate, retire.",
@@ -66,15 +66,8 @@ def _run(dataset: str, split: str, model: str | None, report: Path | None, limit
 
     settings = _settings()
     with _progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def advance(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
         result = run_benchmark(settings, dataset, split, model, report, limit=limit, documents=documents,
-                               store=store, actor=_actor(), progress=advance)
+                               store=store, actor=_actor(), progress=staged(progress))
     _print_report(result)
     if report:
         console.print(f"report written to {report.with_suffix('.json')} and {report.with_suffix('.html')}")
@@ -292,14 +285,8 @@ def models_finetune(
     config = FinetuneConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                             hard_negatives=hard_negatives, seed=seed)
     with _progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def advance(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
-        result = finetune_obliqa(DEFAULT_OBLIQA_DIR, split, base, out, config, limit=limit, progress=advance)
+        result = finetune_obliqa(DEFAULT_OBLIQA_DIR, split, base, out, config, limit=limit,
+                                 progress=staged(progress))
     console.print(f"fine-tuned on {result.questions} questions ({result.examples} pairs, {result.steps} steps, "
                   f"{result.seconds:.0f} s, last loss {result.final_loss}) -> {result.output}")
     console.print(f"next: policyhub models register --path {result.output} --name NAME --version VERSION, then "
