@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -73,7 +74,14 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {err.get('msg')}")
-        return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+        detail = "; ".join(problems)
+        if request.url.path in (ask.ASK_PATH, ask.CHAT_PATH):
+            # A question refused as malformed is still a request the audit trail must show.
+            try:
+                await run_in_threadpool(ask.audit_malformed, request, exc.body, detail)
+            except PolicyHubError as audit_error:  # the audit store is down: no 422 without its record
+                return await domain_error(request, audit_error)
+        return JSONResponse(error_body("invalid_request", detail), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,21 +10,51 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.api.deps import AnyUser, RuntimeDep
-from services.errors import InvalidRequest
+from services.api.deps import AnyUser, RuntimeDep, api_key_from, get_runtime
+from services.errors import InvalidRequest, Unauthenticated
 from services.query.schemas import AskCreate, AskRead
+from services.users.service import authenticate
 
 router = APIRouter(prefix="/v1", tags=["ask"])
 OPENAI_MODEL_ID = "policyhub"
+ASK_PATH, CHAT_PATH = "/v1/ask", "/v1/chat/completions"
 
 
-@router.post("/ask", response_model=AskRead)
+@router.post(ASK_PATH.removeprefix("/v1"), response_model=AskRead)
 async def ask(body: AskCreate, request: Request, principal: AnyUser, runtime: RuntimeDep) -> AskRead:
     """Answer a policy question with cited clauses, or "Not available in policy"."""
     return await run_in_threadpool(runtime.query.ask, principal, body, "api", request.state.request_id)
+
+
+def audit_malformed(request: Request, body: object, detail: str) -> None:
+    """Audit a question refused as malformed, as `QueryService.ask` audits every other outcome.
+
+    FastAPI parses a JSON body before the endpoint's dependencies run, so a malformed one
+    arrives here unauthenticated; a caller who cannot be identified is not audited (no 401 is).
+    """
+    runtime = get_runtime(request)
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        try:
+            with runtime.session_factory() as session:
+                principal = authenticate(session, api_key_from(request))
+        except Unauthenticated:
+            return
+    fields = body if isinstance(body, dict) else {}
+    if request.url.path == ASK_PATH:
+        channel, question = "api", fields.get("question")
+    else:
+        channel, question = ("chat-stream" if fields.get("stream") is True else "chat"), None
+        messages = fields.get("messages")
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] \
+            if isinstance(messages, list) else []
+        if users:
+            question = users[-1].get("content")
+    runtime.query.audit_rejected(principal, InvalidRequest(detail), channel, request.state.request_id, question)
 
 
 class ChatMessage(BaseModel):
@@ -68,15 +98,21 @@ def list_models(principal: AnyUser) -> dict:
     return {"object": "list", "data": [{"id": OPENAI_MODEL_ID, "object": "model", "owned_by": "policyhub"}]}
 
 
-@router.post("/chat/completions")
+@router.post(CHAT_PATH.removeprefix("/v1"))
 async def chat_completions(body: ChatCompletionCreate, request: Request, principal: AnyUser,
                            runtime: RuntimeDep):  # noqa: ANN201
     """OpenAI-compatible chat completions (non-streaming and SSE); the last user message is the question."""
+    # Raised as validation errors so that, like a body the schema rejects, they are audited.
     user_messages = [m for m in body.messages if m.role == "user"]
     if not user_messages:
-        raise InvalidRequest("messages must contain at least one message with role 'user'")
-    ask_body = AskCreate(question=_message_text(user_messages[-1]), classification=body.classification,
-                         as_of=body.as_of, sla_ms=body.sla_ms)
+        raise RequestValidationError([{"loc": ("body", "messages"),
+                                       "msg": "must contain at least one message with role 'user'"}],
+                                     body=body.model_dump(mode="json"))
+    try:
+        ask_body = AskCreate(question=_message_text(user_messages[-1]), classification=body.classification,
+                             as_of=body.as_of, sla_ms=body.sla_ms)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False), body=body.model_dump(mode="json")) from exc
     channel = "chat-stream" if body.stream else "chat"
     # The whole answer is audited before the first byte is sent, streaming or not.
     answer = await run_in_threadpool(runtime.query.ask, principal, ask_body, channel, request.state.request_id)

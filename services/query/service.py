@@ -110,6 +110,14 @@ class QueryService:
         self._audit(principal, trace, response)
         return response
 
+    def audit_rejected(self, principal: Principal, error: PolicyHubError, channel: str = "api",
+                       request_id: str | None = None, question: object = None) -> None:
+        """Audit a request refused before `ask` could read it (a body its schema rejects)."""
+        trace = Trace(request_id=request_id or uuid.uuid4().hex, channel=channel,
+                      question=question if isinstance(question, str) else None,
+                      error={"error": error.error, "detail": error.detail, "status": error.status_code})
+        self._audit(principal, trace, None)
+
     # -- the request path ------------------------------------------------------------
 
     def _answer(self, principal: Principal, request: AskCreate, trace: Trace, started: float) -> AskRead:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from tests.services.conftest import LONG_FACT, auth
@@ -122,3 +125,33 @@ def test_every_request_leaves_an_audit_record_even_errors(client, stack):
     failed = client.get("/v1/audit/bad-request-0001", headers=headers).json()
     assert failed["payload"]["trace"]["error"]["error"] == "invalid_request"
     assert client.get("/v1/audit/verify", headers=headers).json()["ok"] is True
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/ask", {"question": 42}),
+    ("/v1/ask", {}),
+    ("/v1/ask", {"question": "What is the meal allowance?", "sla_ms": "fast"}),
+    ("/v1/ask", {"question": "What is the meal allowance?", "unknown": 1}),
+    ("/v1/ask", b'{"question": "unterminated'),
+    ("/v1/chat/completions", {"messages": []}),
+    ("/v1/chat/completions", {"messages": [{"role": "system", "content": "You are helpful."}]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "What is the meal allowance?"}],
+                              "sla_ms": 0}),
+])
+def test_a_request_refused_as_malformed_still_leaves_an_audit_record(client, stack, path, body):
+    request_id = "malformed-" + hashlib.sha256(f"{path} {body!r}".encode()).hexdigest()[:16]
+    headers = {**auth(stack, "staff"), "content-type": "application/json", "x-request-id": request_id}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post(path, content=content, headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_request"
+    compliance = auth(stack, "compliance")
+    record = client.get(f"/v1/audit/{request_id}", headers=compliance)
+    assert record.status_code == 200, record.text
+    record = record.json()
+    assert record["actor"] == "staff" and record["refused"] is False
+    assert record["payload"]["trace"]["error"]["error"] == "invalid_request"
+    assert record["payload"]["response"] is None
+    if "meal allowance" in repr(body):  # the question, when one can be read, is kept
+        assert record["question"] == "What is the meal allowance?"
+    assert client.get("/v1/audit/verify", headers=compliance).json()["ok"] is True
