@@ -136,6 +136,10 @@ def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, 
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
                        error=str(exc), outcome=ERROR)
+    except Exception as exc:  # a backend failing in a way it did not wrap: the prompt was sent, so record it
+        return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
+                       input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
+                       error=f"{type(exc).__name__}: {exc}", outcome=ERROR)
     cost = generation_cost(generator.spec, generation.input_tokens, generation.output_tokens)
     verify_started = time.perf_counter()
     verification = verify_answer(generation.text, parse_citations(generation.text, clauses), clauses)

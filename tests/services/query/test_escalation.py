@@ -135,6 +135,21 @@ def test_failures_escalate_in_order_then_quote() -> None:
 
 
 @pytest.mark.unit
+def test_an_unforeseen_backend_exception_is_a_recorded_error_then_a_fallback() -> None:
+    # The prompt has already been sent when a backend blows up: it must reach the audit
+    # record as an attempt, and the request still gets the next candidate's answer.
+    a, b = spec("a", 1, "onprem"), spec("b", 2, "onprem")
+    generators = {a.key: ScriptedGenerator(a, error=RuntimeError("llama_decode returned -3")),
+                  b.key: ScriptedGenerator(b, "You may carry forward up to 30 days [C1].")}
+    result = run_escalation(decision_for(a, b), "How much leave carries forward?", [LEAVE], generators, 2)
+    assert [x.outcome for x in result.attempts] == ["error", "served"]
+    assert result.tier == 2 and result.model_key == b.key
+    failed = result.attempts[0]
+    assert failed.model_key == a.key and failed.zone == "onprem" and failed.prompt
+    assert "RuntimeError" in failed.error and "llama_decode returned -3" in failed.error
+
+
+@pytest.mark.unit
 def test_retry_budget_limits_model_calls() -> None:
     models = [spec(f"m{i}", 2, "onprem") for i in range(4)]
     generators = {m.key: ScriptedGenerator(m, error=GenerationError("down")) for m in models}
