@@ -155,3 +155,45 @@ def test_a_request_refused_as_malformed_still_leaves_an_audit_record(client, sta
     if "meal allowance" in repr(body):  # the question, when one can be read, is kept
         assert record["question"] == "What is the meal allowance?"
     assert client.get("/v1/audit/verify", headers=compliance).json()["ok"] is True
+
+
+@pytest.fixture
+def audit_commit_fails(stack, monkeypatch):
+    """The query service's database refuses to commit any transaction holding an audit record."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import sessionmaker
+
+    from governance.records.audit import AuditRecord
+
+    factory = sessionmaker(stack.runtime.engine, expire_on_commit=False)
+
+    @event.listens_for(factory, "before_flush")
+    def note_audit(session, flush_context, instances):  # noqa: ANN001, ANN202
+        if any(isinstance(obj, AuditRecord) for obj in session.new):
+            session.info["audit"] = True
+
+    @event.listens_for(factory, "before_commit")
+    def refuse(session):  # noqa: ANN001, ANN202
+        if session.info.pop("audit", False):
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(stack.runtime.query, "session_factory", factory)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/ask", {"question": "How long do I have to submit an expense claim?"}),
+    ("/v1/ask", {"question": "   "}),
+    ("/v1/ask", {"question": 42}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "How long do I have to submit an "
+                                                                      "expense claim?"}]}),
+])
+def test_no_answer_and_no_error_leaves_without_its_audit_record(client, stack, audit_commit_fails, path, body):
+    request_id = "unaudited-" + hashlib.sha256(f"{path} {body!r}".encode()).hexdigest()[:16]
+    r = client.post(path, json=body, headers={**auth(stack, "staff"), "x-request-id": request_id})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "audit_unavailable"
+    assert "expense" not in r.text and "answer" not in r.json() and "choices" not in r.json()
+    compliance = auth(stack, "compliance")
+    assert client.get(f"/v1/audit/{request_id}", headers=compliance).status_code == 404
+    assert client.get("/v1/audit/verify", headers=compliance).json()["ok"] is True
