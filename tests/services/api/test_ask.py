@@ -169,12 +169,12 @@ def audit_commit_fails(stack, monkeypatch):
     factory = sessionmaker(stack.runtime.engine, expire_on_commit=False)
 
     @event.listens_for(factory, "before_flush")
-    def note_audit(session, flush_context, instances):  # noqa: ANN001, ANN202
+    def note_audit(session, flush_context, instances):
         if any(isinstance(obj, AuditRecord) for obj in session.new):
             session.info["audit"] = True
 
     @event.listens_for(factory, "before_commit")
-    def refuse(session):  # noqa: ANN001, ANN202
+    def refuse(session):
         if session.info.pop("audit", False):
             raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
