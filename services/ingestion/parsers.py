@@ -88,9 +88,12 @@ def _parse_text(filename: str, data: bytes) -> ParsedDocument:
     body, metadata = _split_front_matter(filename, text)
     if PurePath(filename).suffix.lower() in (".md", ".markdown") and "title" not in metadata:
         # The document's own H1 is its title when the front matter does not give one.
-        first_heading = re.search(r"^#\s+(.+?)\s*#*\s*$", body, re.MULTILINE)
-        if first_heading:
-            metadata["title"] = first_heading.group(1)
+        # The closing "#"s are stripped outside the pattern, which otherwise backtracks
+        # in cubic time on a long run of spaces.
+        first_heading = re.search(r"^#\s+(.+)$", body, re.MULTILINE)
+        title = first_heading.group(1).rstrip().rstrip("#").rstrip() if first_heading else ""
+        if title:
+            metadata["title"] = title
     return ParsedDocument(body, metadata)
 
 

@@ -25,7 +25,9 @@ PREAMBLE = "preamble"
 _TABLE_START = "/Table Start"
 _TABLE_END = "/Table End"
 
-_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# The closing "##" and any emphasis are stripped with str methods, not in the pattern:
+# "(.*?)\s*#*\s*$" backtracked in cubic time on a long run of spaces inside the line.
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 # Containers open a part of a document rather than a rule. Longer spellings come first so
 # that "APPENDIX" is not read as "APP" followed by "ENDIX".
@@ -155,8 +157,8 @@ class _Segmenter:
     def _line(self, line: str) -> None:
         heading = _MARKDOWN_HEADING.match(line)
         if heading:
-            # "## **4. Limits**" is the heading "4. Limits".
-            title = re.sub(r"^[*_]+|[*_]+$", "", heading.group(2)).strip()
+            # "## **4. Limits** ##" is the heading "4. Limits".
+            title = heading.group(2).rstrip().rstrip("#").rstrip().strip("*_").strip()
             self._markdown_heading(len(heading.group(1)), title)
             return
         numbered = _read_number(line)

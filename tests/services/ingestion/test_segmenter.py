@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import defaultdict
 
 import pytest
@@ -232,6 +233,19 @@ def test_empty_and_unnumbered_documents() -> None:
     assert segment("") == []
     assert segment("\n \n") == []
     assert segment("Just a memo.\nSecond line.") == [Clause(PREAMBLE, (), "Just a memo.\nSecond line.")]
+
+
+@pytest.mark.unit
+def test_long_runs_in_a_heading_take_linear_time() -> None:
+    # An uploaded line "# a<spaces>b" once cost cubic time in the heading pattern
+    # (1,500 spaces: over ten seconds; a 10 KB file: hours), and "## a___...x" quadratic.
+    spaces = "# Title\n## 2. Scope" + " " * 1_500 + "ends ##\n2.1 Rule.\n"
+    underscores = "# Title\n## 3. a" + "_" * 20_000 + "x\n3.1 Rule.\n"
+    started = time.perf_counter()
+    assert numbers(spaces) == ["preamble", "2", "2.1"]
+    assert by_number(spaces)["2"].text == "2. Scope" + " " * 1_500 + "ends"
+    assert numbers(underscores) == ["preamble", "3", "3.1"]
+    assert time.perf_counter() - started < 1.0
 
 
 # -- properties ----------------------------------------------------------------------------------
