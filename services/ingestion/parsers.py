@@ -39,6 +39,10 @@ _MAX_ZIP_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 _MAX_COMPRESSION_RATIO = 100
 _RATIO_CHECK_FROM_BYTES = 1024 * 1024  # tiny entries may compress well without harm
 _MAX_PDF_PAGES = 5_000
+# Word's own limits on list numbering: levels 0-8, numbers up to 32767. A label is built
+# from the number ("zz...", "MMM..."), so an unchecked start value could ask for terabytes.
+_MAX_LIST_LEVEL = 8
+_MAX_LIST_NUMBER = 32_767
 _MAX_FRONT_MATTER_CHARS = 64 * 1024
 # Share of control characters above which decoded "text" is really binary data.
 _MAX_CONTROL_CHAR_SHARE = 0.005
@@ -160,12 +164,17 @@ def _parse_docx(filename: str, data: bytes) -> ParsedDocument:
     parts = _DocxParts(filename, data)
     document = parts.xml("word/document.xml", required=True)
     styles = _heading_levels(parts.xml("word/styles.xml"))
-    numbering = _Numbering(parts.xml("word/numbering.xml"), parts.xml("word/styles.xml"))
     body = document.find(f"{_W}body")
     if body is None:
         raise DocumentRejected(f"{filename}: the DOCX has no document body")
     lines: list[str] = []
-    _docx_blocks(body, styles, numbering, lines)
+    try:
+        numbering = _Numbering(parts.xml("word/numbering.xml"), parts.xml("word/styles.xml"))
+        _docx_blocks(body, styles, numbering, lines)
+    except _InvalidNumbering as exc:
+        raise DocumentRejected(f"{filename}: the DOCX list numbering is invalid ({exc})") from exc
+    except RecursionError as exc:
+        raise DocumentRejected(f"{filename}: the DOCX is nested too deeply to read") from exc
     metadata: dict[str, str] = {}
     core = parts.xml("docProps/core.xml")
     if core is not None:
@@ -223,6 +232,11 @@ class _DocxParts:
                 raw = part.read(self.sizes[name] + 1)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise DocumentRejected(f"{self.filename}: the DOCX part {name} is corrupt") from exc
+        except NotImplementedError as exc:
+            raise DocumentRejected(
+                f"{self.filename}: the DOCX part {name} uses zip compression method "
+                f"{self.zip.getinfo(name).compress_type}, which cannot be read"
+            ) from exc
         try:
             # DOCX parts never carry a DTD; refusing any stops entity expansion and external entities.
             return parse_xml_safely(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -299,6 +313,10 @@ def _heading_levels(styles: Element | None) -> dict[str, int]:
     return levels
 
 
+class _InvalidNumbering(ValueError):
+    """numbering.xml asks for a list level or number Word itself would not produce."""
+
+
 class _Numbering:
     """Word's automatic numbering ("4.1", "(a)"), which is not in the paragraph text.
 
@@ -317,8 +335,8 @@ class _Numbering:
         for abstract in numbering.iter(f"{_W}abstractNum"):
             levels = {}
             for level in abstract.findall(f"{_W}lvl"):
-                levels[int(level.get(f"{_W}ilvl", "0"))] = (
-                    int(_val(level, "start") or 1),
+                levels[_list_level(level.get(f"{_W}ilvl"))] = (
+                    _list_value(_val(level, "start"), "start", 1, _MAX_LIST_NUMBER),
                     _val(level, "numFmt") or "decimal",
                     _val(level, "lvlText") or "",
                 )
@@ -331,12 +349,12 @@ class _Numbering:
                 if num_pr is not None:
                     num_id = _val(num_pr, "numId")
                     if num_id:
-                        self.style_numbering[style.get(f"{_W}styleId", "")] = (num_id, int(_val(num_pr, "ilvl") or 0))
+                        self.style_numbering[style.get(f"{_W}styleId", "")] = (num_id, _list_level(_val(num_pr, "ilvl")))
 
     def label(self, paragraph: Element, style_id: str) -> str:
         num_pr = paragraph.find(f"{_W}pPr/{_W}numPr")
         if num_pr is not None and _val(num_pr, "numId"):
-            num_id, ilvl = _val(num_pr, "numId"), int(_val(num_pr, "ilvl") or 0)
+            num_id, ilvl = _val(num_pr, "numId"), _list_level(_val(num_pr, "ilvl"))
         elif style_id in self.style_numbering:
             num_id, ilvl = self.style_numbering[style_id]
         else:
@@ -348,6 +366,8 @@ class _Numbering:
         counters = self.counters.setdefault(abstract, [0] * 10)
         start, fmt, pattern = levels[ilvl]
         counters[ilvl] = counters[ilvl] + 1 if counters[ilvl] else start
+        if counters[ilvl] > _MAX_LIST_NUMBER:
+            raise _InvalidNumbering(f"a list counts past {_MAX_LIST_NUMBER}")
         for deeper in range(ilvl + 1, len(counters)):
             counters[deeper] = 0
         if fmt in ("bullet", "none") or not pattern:
@@ -359,6 +379,22 @@ class _Numbering:
             return _format_number(counters[level] or level_start, level_fmt)
 
         return re.sub(r"%(\d)", render, pattern)
+
+
+def _list_level(text: str | None) -> int:
+    return _list_value(text, "level", 0, _MAX_LIST_LEVEL)
+
+
+def _list_value(text: str | None, what: str, default: int, limit: int) -> int:
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _InvalidNumbering(f"{what} {text!r} is not a whole number") from None
+    if not 0 <= value <= limit:
+        raise _InvalidNumbering(f"{what} {value} is outside 0..{limit}")
+    return value
 
 
 def _val(element: Element, child: str) -> str | None:

@@ -283,6 +283,71 @@ def test_broken_docx_is_rejected(data: bytes, message: str) -> None:
         parse_document("broken.docx", data)
 
 
+def docx_with_numbering(start: str = "1", fmt: str = "decimal", level: str = "0") -> bytes:
+    """The builder's DOCX with the first level of its numbered lists, and the level the
+    "List Number" style uses, rewritten."""
+    data = make_docx()
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    numbering, styles = archive.read("word/numbering.xml").decode(), archive.read("word/styles.xml").decode()
+    first_level = '<w:lvl w:ilvl="0"><w:start w:val="1"/><w:numFmt w:val="decimal"/>'
+    list_number = '<w:numPr><w:numId w:val="5"/></w:numPr>'
+    assert first_level in numbering and list_number in styles
+    numbering = numbering.replace(
+        first_level, f'<w:lvl w:ilvl="{level}"><w:start w:val="{start}"/><w:numFmt w:val="{fmt}"/>'
+    )
+    styles = styles.replace(list_number, f'<w:numPr><w:ilvl w:val="{level}"/><w:numId w:val="5"/></w:numPr>')
+    return replace_zip_entries(data, {"word/numbering.xml": numbering.encode(), "word/styles.xml": styles.encode()})
+
+
+def test_docx_list_numbering_is_rebuilt_from_its_start_and_format() -> None:
+    lines = parse_document("n.docx", docx_with_numbering(start="4", fmt="lowerRoman")).text.splitlines()
+    assert lines[3:5] == ["iv. Salaried applicants", "v. Self-employed applicants"]
+
+
+@pytest.mark.parametrize(
+    ("numbering", "message"),
+    [
+        # Each of these crashed the parser (ValueError, IndexError) or exhausted memory:
+        # a start of 10**15 in roman numerals is 10**12 "M"s.
+        ({"start": "x"}, r"start 'x' is not a whole number"),
+        ({"level": "zero"}, r"level 'zero' is not a whole number"),
+        ({"level": "15"}, r"level 15 is outside 0\.\.8"),
+        ({"start": "1000000000000000", "fmt": "lowerRoman"}, r"start 1000000000000000 is outside 0\.\.32767"),
+        ({"start": "1000000000000", "fmt": "lowerLetter"}, r"start 1000000000000 is outside 0\.\.32767"),
+        ({"start": "32767"}, r"a list counts past 32767"),
+    ],
+)
+def test_docx_with_impossible_list_numbering_is_rejected(numbering: dict[str, str], message: str) -> None:
+    with pytest.raises(DocumentRejected, match=r"^n\.docx: the DOCX list numbering is invalid \(.*" + message):
+        parse_document("n.docx", docx_with_numbering(**numbering))
+
+
+def test_docx_with_an_unsupported_zip_compression_method_is_rejected() -> None:
+    data = bytearray(make_docx())
+    # Set the compression method of every entry to 99 (AES), which zipfile cannot read,
+    # in the local headers (offset 8) and in the central directory (offset 10).
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + offset : start + offset + 2] = (99).to_bytes(2, "little")
+            start = data.find(signature, start + 4)
+    with pytest.raises(DocumentRejected, match=r"^aes\.docx: .*word/document\.xml.* zip compression method 99"):
+        parse_document("aes.docx", bytes(data))
+
+
+def test_deeply_nested_docx_content_controls_are_rejected() -> None:
+    # Nested <w:sdt> blocks are walked recursively; 2,000 of them raised RecursionError.
+    depth = 2_000
+    xml = (
+        '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+        + "<w:sdt><w:sdtContent>" * depth + "<w:p><w:r><w:t>1.1 Rule.</w:t></w:r></w:p>"
+        + "</w:sdtContent></w:sdt>" * depth + "</w:body></w:document>"
+    )
+    data = replace_zip_entries(make_docx(), {"word/document.xml": xml.encode()})
+    with pytest.raises(DocumentRejected, match=r"^deep\.docx: the DOCX is nested too deeply to read"):
+        parse_document("deep.docx", data)
+
+
 def test_zip_that_is_not_a_word_document_is_rejected() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
