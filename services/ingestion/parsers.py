@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, ParseError
 
 import yaml
@@ -25,6 +26,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as parse_xml_safely
 
 from services.errors import DocumentRejected
+
+if TYPE_CHECKING:
+    from pypdf import PageObject, PdfReader
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".docx", ".pdf", ".html", ".htm")
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -39,6 +43,12 @@ _MAX_ZIP_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
 _MAX_COMPRESSION_RATIO = 100
 _RATIO_CHECK_FROM_BYTES = 1024 * 1024  # tiny entries may compress well without harm
 _MAX_PDF_PAGES = 5_000
+# A PDF decompression bomb repeats one small compressed stream: pages sharing a content
+# stream, or a form XObject drawn again and again. Real policy PDFs measured here hold page
+# content about the size of the file and run about 0.05 drawing operations per file byte.
+# Page content is held to the zip limits above; operations (forms included) to this budget.
+_PDF_OPERATIONS_PER_BYTE = 1
+_MIN_PDF_OPERATIONS = 100_000
 # Word's own limits on list numbering: levels 0-8, numbers up to 32767. A label is built
 # from the number ("zz...", "MMM..."), so an unchecked start value could ask for terabytes.
 _MAX_LIST_LEVEL = 8
@@ -443,7 +453,7 @@ def _parse_pdf(filename: str, data: bytes) -> ParsedDocument:
             raise DocumentRejected(
                 f"{filename}: the PDF has {len(reader.pages)} pages, over the limit of {_MAX_PDF_PAGES}"
             )
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = _pdf_page_texts(filename, reader, len(data))
         info = reader.metadata or {}
         metadata = {
             key: str(info.get(f"/{name}")).strip()
@@ -458,6 +468,48 @@ def _parse_pdf(filename: str, data: bytes) -> ParsedDocument:
     if not text.strip():
         raise DocumentRejected(f"{filename}: the PDF has no extractable text (is it a scan? run OCR first)")
     return ParsedDocument(text, metadata)
+
+
+def _pdf_page_texts(filename: str, reader: PdfReader, file_bytes: int) -> list[str]:
+    content_limit = max(_RATIO_CHECK_FROM_BYTES, _MAX_COMPRESSION_RATIO * file_bytes)
+    operation_limit = max(_MIN_PDF_OPERATIONS, _PDF_OPERATIONS_PER_BYTE * file_bytes)
+    content_bytes = operations = 0
+
+    def count_operation(*_: object) -> None:
+        nonlocal operations
+        operations += 1
+        # Raised inside a form pypdf logs and skips the rest of the form; the next
+        # operation of the page raises again, out of extract_text.
+        if operations > operation_limit:
+            raise DocumentRejected(
+                f"{filename}: the PDF runs over {operation_limit} drawing operations for a {file_bytes}-byte "
+                "file (a decompression bomb: the same content drawn again and again)"
+            )
+
+    texts = []
+    for page in reader.pages:
+        content_bytes += _pdf_content_bytes(page)
+        if content_bytes > content_limit:
+            raise DocumentRejected(
+                f"{filename}: the PDF's page content expands to over {content_limit} bytes, more than "
+                f"{_MAX_COMPRESSION_RATIO}x the file (a decompression bomb)"
+            )
+        texts.append(page.extract_text(visitor_operand_before=count_operation) or "")
+    if operations > operation_limit:
+        count_operation()  # the last operation was a form that went over the budget
+    return texts
+
+
+def _pdf_content_bytes(page: PageObject) -> int:
+    """Decoded size of a page's content streams (pypdf caps each stream's decoding itself)."""
+    from pypdf.generic import ArrayObject
+
+    contents = page.get("/Contents")
+    if contents is None:
+        return 0
+    contents = contents.get_object()
+    streams = contents if isinstance(contents, ArrayObject) else [contents]
+    return sum(len(stream.get_object().get_data()) for stream in streams)
 
 
 # -- HTML --------------------------------------------------------------------------------------

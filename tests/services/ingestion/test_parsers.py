@@ -6,6 +6,7 @@ import io
 import random
 import time
 import zipfile
+import zlib
 
 import docx
 import pytest
@@ -396,6 +397,68 @@ def test_broken_pdf_is_rejected(data: bytes) -> None:
 def test_pdf_without_text_is_rejected() -> None:
     with pytest.raises(DocumentRejected, match=r"^scan\.pdf: the PDF has no extractable text"):
         parse_document("scan.pdf", make_pdf([], with_text=False))
+
+
+def pdf_from_objects(objects: list[bytes]) -> bytes:
+    """A PDF file of numbered objects (1 is the catalog) with a correct cross-reference table."""
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+    return out + f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+
+
+def flate_stream(content: bytes, extra: str = "") -> bytes:
+    packed = zlib.compress(content, 9)
+    return f"<< {extra} /Length {len(packed)} /Filter /FlateDecode >>\nstream\n".encode() + packed + b"\nendstream"
+
+
+FONT = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+
+
+def text_operations(count: int) -> bytes:
+    return b"BT /F1 12 Tf 72 720 Td " + b"(1.1 a) Tj " * count + b"ET"
+
+
+def test_pdf_pages_sharing_one_compressed_stream_are_rejected_as_a_bomb() -> None:
+    # 3 pages draw the same 1.1 MB stream, packed to about 1 KB: each page's text was
+    # extracted (about 8 s a page here); a 75 MB stream, the most pypdf decodes, on
+    # 5,000 pages would take days.
+    pages = 3
+    kids = " ".join(f"{4 + i} 0 R" for i in range(pages)).encode()
+    page = b"<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 3 0 R >> >> /Contents 7 0 R >>"
+    pdf = pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [" + kids + b"] /Count 3 >>", FONT,
+        *[page] * pages, flate_stream(text_operations(100_000)),
+    ])
+    assert len(pdf) < 3_000
+    started = time.perf_counter()
+    with pytest.raises(DocumentRejected, match=r"^bomb\.pdf: the PDF's page content expands to over \d+ bytes"):
+        parse_document("bomb.pdf", pdf)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_pdf_drawing_one_form_many_times_is_rejected_as_a_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page content is a few bytes of "/Fm1 Do"; each Do extracts the whole form again.
+    monkeypatch.setattr(parsers, "_MIN_PDF_OPERATIONS", 15_000)
+    form = flate_stream(text_operations(6_000),
+                        "/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >>")
+    content = b"/Fm1 Do " * 3
+    pdf = pdf_from_objects([
+        b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [5 0 R] /Count 1 >>", FONT, form,
+        (b"<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 3 0 R >> /XObject << /Fm1 4 0 R >> >>"
+         b" /Contents 6 0 R >>"),
+        f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream",
+    ])
+    with pytest.raises(DocumentRejected, match=r"^forms\.pdf: the PDF runs over 15000 drawing operations"):
+        parse_document("forms.pdf", pdf)
+    # Drawn twice, the same form is within the budget and its text is read.
+    once = pdf.replace(b"/Fm1 Do /Fm1 Do /Fm1 Do ", b"/Fm1 Do /Fm1 Do         ")
+    assert parse_document("forms.pdf", once).text.count("1.1 a") == 12_000
 
 
 # -- HTML --------------------------------------------------------------------------------------
