@@ -267,7 +267,7 @@ class IngestionService:
             if row is not None and row.status == "pending":
                 session.query(ClauseRow).filter(ClauseRow.version_id == version_id).delete()
                 session.query(Chunk).filter(Chunk.version_id == version_id).delete()
-                session.delete(row)
+                _delete_pending_row(session, row)
 
     def recover_pending(self) -> int:
         """Discard versions a killed process left pending; returns how many."""
@@ -280,9 +280,20 @@ class IngestionService:
             with transaction(self.session_factory) as session:
                 row = session.get(DocumentVersion, version_id)
                 if row is not None and row.status == "pending":
-                    session.delete(row)
+                    _delete_pending_row(session, row)
             log.warning("ingest.pending_discarded", version_id=version_id)
         return len(pending)
+
+
+def _delete_pending_row(session: Session, row: DocumentVersion) -> None:
+    """Delete a pending version, and its policy's row if the reservation created it."""
+    session.delete(row)
+    session.flush()
+    others = session.scalars(select(DocumentVersion.id).where(DocumentVersion.policy_id == row.policy_id)).first()
+    if others is None:
+        document = session.get(Document, row.policy_id)
+        if document is not None:
+            session.delete(document)
 
 
 def _apply_supersession(session: Session, version: DocumentVersion) -> list[DocumentVersion]:

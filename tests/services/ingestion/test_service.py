@@ -93,6 +93,42 @@ def test_rejected_document_raises_naming_the_file(fresh):
         fresh.ingestion.ingest_bytes("policy.exe", b"MZ\x90\x00")
 
 
+def stored_rows(runtime) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from governance.records.audit import AuditRecord
+    from services.db.models import Chunk, Clause, Document, DocumentVersion
+
+    with runtime.session_factory() as s:
+        return {table.__tablename__: s.scalar(select(func.count()).select_from(table))
+                for table in (Document, DocumentVersion, Clause, Chunk, AuditRecord)}
+
+
+@pytest.mark.parametrize("failing", ["embedder", "index"])
+def test_a_failure_after_parsing_stores_nothing_and_names_the_problem(fresh, monkeypatch, failing):
+    from services.errors import IndexUnavailable
+
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
+    before, points = stored_rows(fresh), fresh.index.count(fresh.identity.index_name)
+    if failing == "embedder":
+        def embed(texts):
+            raise IndexUnavailable("embedding model crashed")
+        monkeypatch.setattr(fresh.ingestion.embedder, "embed", embed)
+    else:
+        upsert = fresh.index.upsert
+
+        def upsert_then_fail(name, batch):
+            upsert(name, batch)  # the points are written, then the index fails
+            raise IndexUnavailable("qdrant went away")
+        monkeypatch.setattr(fresh.index, "upsert", upsert_then_fail)
+    with pytest.raises(IndexUnavailable, match="embedding model crashed|qdrant went away"):
+        fresh.ingestion.ingest_bytes("complaints.md", data)
+    assert stored_rows(fresh) == before  # not even the policy's documents row
+    assert fresh.index.count(fresh.identity.index_name) == points
+    monkeypatch.undo()
+    assert fresh.ingestion.ingest_bytes("complaints.md", data).status == "published"
+
+
 @pytest.mark.slow
 def test_killed_ingestion_leaves_no_visible_version_and_next_run_recovers(tmp_path, stack):
     doc = OBLIQA / "AML_VER09.211223.txt"
