@@ -9,6 +9,7 @@ server before doing any work: oversize files, zip bombs, XML with entity declara
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import unicodedata
@@ -111,12 +112,13 @@ def _parse_text(filename: str, data: bytes) -> ParsedDocument:
     return ParsedDocument(body, metadata)
 
 
-def _decode_text(filename: str, data: bytes) -> str:
+def _decode_text(filename: str, data: bytes, declared: str | None = None) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates = ("utf-16",)
     else:
-        # cp1252 is what older Windows tools save; anything that decodes as neither is binary.
-        candidates = ("utf-8-sig", "cp1252")
+        # Not UTF-8: the charset the file declares, else cp1252, which older Windows tools
+        # save; anything that decodes as neither is binary.
+        candidates = ("utf-8-sig", declared or "cp1252")
     for encoding in candidates:
         try:
             text = data.decode(encoding)
@@ -524,7 +526,7 @@ _HTML_ENTITY_DECLARATION = re.compile(r"<!ENTITY", re.IGNORECASE)
 
 
 def _parse_html(filename: str, data: bytes) -> ParsedDocument:
-    text = _decode_text(filename, data)
+    text = _decode_text(filename, data, _declared_charset(data))
     if _HTML_ENTITY_DECLARATION.search(text):
         raise DocumentRejected(f"{filename}: the HTML declares XML entities (<!ENTITY>), which are not accepted")
     try:
@@ -535,6 +537,22 @@ def _parse_html(filename: str, data: bytes) -> ParsedDocument:
     except RecursionError as exc:
         raise DocumentRejected(f"{filename}: the HTML is nested too deeply to read") from exc
     return ParsedDocument(_normalise("\n".join(lines)), metadata)
+
+
+def _declared_charset(data: bytes) -> str | None:
+    """The Python codec for the charset a <meta> tag or XML declaration names, if usable."""
+    from bs4.dammit import EncodingDetector
+
+    declared = EncodingDetector.find_declared_encoding(data, is_html=True)
+    try:
+        codec = codecs.lookup(declared).name if declared else None
+    except LookupError:
+        return None
+    if codec in ("iso8859-1", "ascii"):
+        return "cp1252"  # what browsers read for these labels (WHATWG Encoding)
+    if codec is None or codec.startswith(("utf-16", "utf-32")):
+        return None  # a UTF-16 declaration without a byte order mark is read as UTF-8
+    return codec
 
 
 def _html_metadata(soup: BeautifulSoup) -> dict[str, str]:

@@ -504,6 +504,30 @@ def test_html_blocks_headings_tables_and_meta() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("head", "encoding"),
+    [
+        ('<meta charset="windows-1251">', "cp1251"),
+        ('<meta http-equiv="Content-Type" content="text/html; charset=koi8-r">', "koi8_r"),
+        ('<meta charset="shift_jis">', "shift_jis"),
+    ],
+)
+def test_html_is_read_in_the_charset_it_declares(head: str, encoding: str) -> None:
+    # Read as cp1252, the Russian came out as "Êðåäèòíûé" and was indexed so; the
+    # Japanese was rejected as binary data.
+    rule = "1.1 Кредитный лимит 90%." if encoding != "shift_jis" else "1.1 融資限度額は90%です。"
+    html = f"<html><head>{head}</head><body><p>{rule}</p></body></html>".encode(encoding)
+    assert parse_document("limits.html", html).text == rule
+
+
+def test_html_that_is_valid_utf8_is_read_as_utf8_whatever_it_declares() -> None:
+    # A stale declaration left by an editor that saved UTF-8 is common; UTF-8 wins.
+    html = '<meta charset="iso-8859-1"><p>1.1 The café rule – ₹50.</p>'.encode()
+    assert parse_document("cafe.html", html).text == "1.1 The café rule – ₹50."
+    latin = '<meta charset="iso-8859-1"><p>1.1 The café \u201crule\u201d.</p>'.encode("cp1252")
+    assert parse_document("cafe.html", latin).text == "1.1 The café \u201crule\u201d."
+
+
 def test_html_entity_declarations_are_rejected() -> None:
     html = b'<!DOCTYPE html [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><html><body><p>&lol2;</p></body></html>'
     with pytest.raises(DocumentRejected, match=r"^evil\.htm: the HTML declares XML entities"):
