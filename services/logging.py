@@ -47,6 +47,11 @@ def configure_logging(json_logs: bool, level: int = logging.INFO) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # The traceback becomes plain text here, before scrubbing: JSON lines then carry it
+            # (the renderer alone would write `"exc_info": true`), and the console renderer's
+            # own formatter, which prints every frame's locals (API keys, the session secret),
+            # is never used.
+            structlog.processors.format_exc_info,
             scrub_secrets,
             renderer,
         ],
