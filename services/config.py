@@ -14,7 +14,10 @@ DEV_SESSION_KEY = "dev-only-session-key"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POLICYHUB_", env_file=None, extra="ignore")
+    # A validation error would otherwise quote its input: the database URL with its password,
+    # the HMAC key, the model API keys.
+    model_config = SettingsConfigDict(env_prefix="POLICYHUB_", env_file=None, extra="ignore",
+                                      hide_input_in_errors=True)
 
     env: Literal["dev", "test", "prod"] = "dev"
     data_dir: Path = Path(".policyhub")
