@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_AUDIT_KEY = "dev-only-audit-checkpoint-key"
 DEV_SESSION_KEY = "dev-only-session-key"
+MIN_SECRET_CHARS = 32  # e.g. `python -c "import secrets; print(secrets.token_urlsafe(32))"`
 
 
 class Settings(BaseSettings):
@@ -41,10 +42,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secrets_in_prod(self) -> Settings:
         if self.env == "prod":
-            if self.audit_hmac_key.get_secret_value() == DEV_AUDIT_KEY:
-                raise ValueError("POLICYHUB_AUDIT_HMAC_KEY must be set outside dev mode")
-            if self.session_secret.get_secret_value() == DEV_SESSION_KEY:
-                raise ValueError("POLICYHUB_SESSION_SECRET must be set outside dev mode")
+            for name, secret, default in (("POLICYHUB_AUDIT_HMAC_KEY", self.audit_hmac_key, DEV_AUDIT_KEY),
+                                          ("POLICYHUB_SESSION_SECRET", self.session_secret, DEV_SESSION_KEY)):
+                value = secret.get_secret_value()
+                if value == default:
+                    raise ValueError(f"{name} must be set outside dev mode")
+                if len(value) < MIN_SECRET_CHARS:  # an empty or guessable key signs nothing
+                    raise ValueError(f"{name} must be at least {MIN_SECRET_CHARS} characters in prod")
         return self
 
     @property
