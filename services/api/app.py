@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import structlog
@@ -10,7 +11,9 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.config import Settings, get_settings
 from services.errors import PolicyHubError
@@ -23,6 +26,56 @@ JSON_BODY_LIMIT = 256 * 1024  # questions are at most a few KB; anything far lar
 
 def error_body(error: str, detail) -> dict:  # noqa: ANN001
     return {"error": error, "detail": detail}
+
+
+class BodySizeLimit:
+    """Refuses a request body over its path's limit, whether or not the client declared its length.
+
+    A Content-Length over the limit is answered at once. A body sent without one (chunked) is
+    counted as it arrives: FastAPI reads the body before it checks the API key, so uncounted,
+    anyone could stream an unbounded body into memory (or, as an upload, onto disk). Past the
+    limit the app sees the client disconnect, and its answer to that is replaced by the 413.
+    """
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        too_large = JSONResponse(error_body("payload_too_large", f"request body over {limit:,} bytes"), 413)
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await too_large(scope, receive, send)
+            return
+        received, over, started = 0, False, False
+
+        async def counted_receive() -> Message:
+            nonlocal received, over
+            message = {"type": "http.disconnect"} if over else await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                over = received > limit
+                if over:
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await too_large(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # noqa: ANN001
@@ -45,6 +98,11 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
     app = FastAPI(title="policyhub", version="0.1.0", lifespan=lifespan,
                   description="Governed policy knowledge hub: cited answers, audited, model-risk gated.")
 
+    def body_limit(path: str) -> int:
+        return settings.max_upload_bytes + 64 * 1024 if path.startswith("/v1/documents") else JSON_BODY_LIMIT
+
+    app.add_middleware(BodySizeLimit, limit_for=body_limit)  # inside request_context: a 413 has a request id too
+
     @app.middleware("http")
     async def request_context(request: Request, call_next):  # noqa: ANN001, ANN202
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -53,12 +111,6 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
         request.state.request_id = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, path=request.url.path)
-        length = request.headers.get("content-length")
-        limit = settings.max_upload_bytes + 64 * 1024 if request.url.path.startswith("/v1/documents") \
-            else JSON_BODY_LIMIT
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse(error_body("payload_too_large", f"request body over {limit:,} bytes"),
-                                status_code=413, headers={"x-request-id": request_id})
         response = await call_next(request)
         response.headers["x-request-id"] = request_id
         return response

@@ -99,6 +99,26 @@ def test_malformed_json_and_huge_bodies_are_4xx_not_500(client, stack):
     assert r.status_code == 413
 
 
+def chunked_json(padding: int, piece: int = 64 * 1024):
+    """A question padded with spaces, sent without Content-Length (httpx streams an iterator chunked)."""
+    yield b'{"question": "How many days of casual leave per year?'
+    for _ in range(padding // piece):
+        yield b" " * piece
+    yield b'"}'
+
+
+def test_a_body_sent_without_its_length_is_counted_too(client, stack):
+    # FastAPI reads the body before it checks the key: an uncounted one would be read whole, unauthenticated.
+    for headers in ({}, auth(stack, "staff")):
+        r = client.post("/v1/ask", content=chunked_json(1_000_000),
+                        headers={**headers, "content-type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert r.json()["error"] == "payload_too_large" and r.headers["x-request-id"]
+    small = client.post("/v1/ask", content=chunked_json(0), headers={**auth(stack, "staff"),
+                                                                     "content-type": "application/json"})
+    assert small.status_code == 200, small.text
+
+
 def test_prohibited_use_is_refused_with_the_reason(client, stack):
     body = ask(client, stack, question="Should we approve this loan for Mr Rao?").json()
     assert body["refused"] is True
