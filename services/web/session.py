@@ -102,7 +102,13 @@ def session_principal(db: Session, secret: str, session: WebSession) -> Principa
 
 
 def cookie_is_secure(request: Request) -> bool:
-    """Secure everywhere except plain http on the loopback, where a developer runs `policyhub serve`."""
+    """Secure everywhere except plain http on the loopback in dev or test, where a developer runs `policyhub serve`.
+
+    In prod the answer never depends on the request: behind a proxy that forwards plain http
+    to 127.0.0.1 (nginx sends the upstream's name as Host by default) every request looks local.
+    """
+    if request.app.state.runtime.settings.env == "prod":
+        return True
     return not (request.url.scheme == "http" and (request.url.hostname or "") in LOCAL_HOSTS)
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import Request
 
 from governance.policy import load_policy
 from services.web import charts
 from services.web.audit_view import parse_audit_params
 from services.web.csrf import csrf_token_for, tokens_match
 from services.web.operations import RequestFacts, request_facts, summarize, top_tier_model
-from services.web.session import WebSession, decode_session, encode_session
+from services.web.session import WebSession, cookie_is_secure, decode_session, encode_session
 
 pytestmark = pytest.mark.unit
 SECRET = "unit-test-secret"
@@ -43,6 +45,21 @@ def test_garbage_cookies_never_raise(text):
 def test_sessions_expire():
     old = encode_session(SECRET, session(issued_at=int(time.time()) - 9 * 3600))
     assert decode_session(SECRET, old) is None
+
+
+def request_to(url_scheme: str, host: str, env: str) -> Request:
+    app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(settings=SimpleNamespace(env=env))))
+    return Request({"type": "http", "scheme": url_scheme, "method": "GET", "path": "/login", "query_string": b"",
+                    "server": (host, 8000), "headers": [(b"host", f"{host}:8000".encode())], "app": app})
+
+
+def test_session_cookies_are_secure_except_for_a_developer_on_the_loopback():
+    assert not cookie_is_secure(request_to("http", "127.0.0.1", "dev"))
+    assert cookie_is_secure(request_to("http", "hub.bank.internal", "dev"))
+    assert cookie_is_secure(request_to("https", "hub.bank.internal", "prod"))
+    # In prod behind a proxy that forwards plain http to the loopback (nginx's default Host is
+    # the upstream's), the request looks local; the cookie must still never travel over http.
+    assert cookie_is_secure(request_to("http", "127.0.0.1", "prod"))
 
 
 def test_csrf_tokens_belong_to_one_session_and_differ_from_its_signature():
