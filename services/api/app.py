@@ -95,8 +95,11 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
         if runtime is None:
             rt.close()
 
+    # Swagger UI and ReDoc load their scripts from a CDN, with no CSP, onto the origin whose
+    # cookies sign the web pages in, and list every endpoint to anyone: a developer's aid only.
+    no_docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.env == "prod" else {}
     app = FastAPI(title="policyhub", version="0.1.0", lifespan=lifespan,
-                  description="Governed policy knowledge hub: cited answers, audited, model-risk gated.")
+                  description="Governed policy knowledge hub: cited answers, audited, model-risk gated.", **no_docs)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes + 64 * 1024 if path.startswith("/v1/documents") else JSON_BODY_LIMIT

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+from fastapi.testclient import TestClient
+
+from services.api.app import create_app
+from services.config import Settings
 from tests.services.conftest import auth
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI before 0.16x lists included routers' routes flat in app.routes
+    def iter_route_contexts(routes):  # noqa: ANN001, ANN201
+        return routes
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +65,39 @@ def test_parametrised_routes_check_roles(client, stack):
     assert client.get("/v1/audit/abc", headers=auth(stack, "staff")).status_code == 403
     assert client.get("/v1/audit/abc", headers=auth(stack, "compliance")).status_code == 404
     assert client.get("/v1/documents/TEST-EXP/versions").status_code == 401
+
+
+# What a caller without credentials may reach: the sign-in form, its two static files, and "/"
+# (a redirect to the sign-in form). Anything else added without a role check fails below.
+PUBLIC = {("GET", "/"), ("GET", "/login"), ("POST", "/login"), ("GET", "/static/web/{name}")}
+DEV_DOCS = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+
+
+@pytest.fixture(scope="module")
+def prod_client(stack, tmp_path_factory):
+    settings = Settings(env="prod", data_dir=tmp_path_factory.mktemp("prod"), audit_hmac_key="a" * 32,
+                        session_secret="s" * 32)
+    with TestClient(create_app(settings, runtime=stack.runtime)) as test_client:
+        yield test_client
+
+
+def refused_without_credentials(client, method: str, path: str) -> bool:  # noqa: ANN001
+    response = client.request(method, re.sub(r"{[^}]+}", "1", path), follow_redirects=False)
+    if response.status_code == 303:  # a page: to the sign-in form
+        return response.headers["location"].startswith("/login")
+    return response.status_code == 401
+
+
+@pytest.mark.parametrize("env", ["prod", "test"])
+def test_every_route_of_the_app_refuses_a_caller_without_credentials(request, env):
+    client = request.getfixturevalue("prod_client" if env == "prod" else "client")
+    routes = {(method, route.path) for route in iter_route_contexts(client.app.routes)
+              for method in (route.methods or ()) if method != "HEAD"}
+    assert PUBLIC <= routes
+    if env == "prod":
+        # Swagger UI and ReDoc load scripts from a CDN, without a CSP, onto the origin whose
+        # cookies sign the web pages in: a developer's aid that production does not serve.
+        assert not routes & DEV_DOCS
+    open_routes = [(method, path) for method, path in sorted(routes - PUBLIC - DEV_DOCS)
+                   if not refused_without_credentials(client, method, path)]
+    assert not open_routes
