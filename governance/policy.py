@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policy.yaml")
 
@@ -147,6 +155,8 @@ class GovernancePolicy(_Strict):
     classifications: list[str] = Field(min_length=1)
     residency: dict[str, list[Zone]]
     unknown_classification: str
+    # Where a question with no declared classification starts (see residency.effective_classification).
+    undeclared_classification: str
     input: InputRules
     retrieval: RetrievalRules
     pii: PiiRules
@@ -157,6 +167,15 @@ class GovernancePolicy(_Strict):
     risk: RiskRules
     approvals: ApprovalRules
     drift: DriftRules
+
+    @field_validator("undeclared_classification")
+    @classmethod
+    def _undeclared_is_a_classification(cls, value: str, info: ValidationInfo) -> str:
+        # Checked on the field, not in `_consistent`, so the error names the value's line.
+        known = info.data.get("classifications")
+        if known is not None and value not in known:
+            raise ValueError(f"{value!r} is not a classification; expected one of {', '.join(known)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GovernancePolicy:

@@ -4,7 +4,8 @@ Pure functions over plain values and the governance policy, so they can be
 property-tested and replayed against past audit records. Every unknown
 classification string fails closed: it is treated as the policy's
 `unknown_classification` (the most restricted one in the reviewed file), never
-as a permissive default.
+as a permissive default. A question with no declared classification fails closed
+too: it starts at the policy's `undeclared_classification`, not the lowest class.
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ def effective_classification(declared: str | None, pii_found: bool, clause_class
                              policy: GovernancePolicy) -> str:
     """The most restricted of the declared class, the PII class (if PII was found) and every clause's class.
 
-    A question declared with no classification starts at the lowest one: the
-    question text alone is not sensitive unless PII is found in it or the clauses
-    that answer it are. A declared string the policy does not know is not "no
-    declaration" but a mistake, so it fails closed like any unknown string.
+    A question declared with no classification starts at the policy's
+    `undeclared_classification` (`internal` in the reviewed file), not at the
+    lowest class: nobody has judged how sensitive it is, and PII detection misses
+    some of what makes a question sensitive, so an undeclared question about
+    public clauses must not reach a zone only public data may go to. A declared
+    string the policy does not know is not "no declaration" but a mistake, so it
+    fails closed like any unknown string.
     """
-    lowest = policy.classifications[0]
-    candidates = [lowest if declared is None else _known_or_unknown(declared, policy)]
+    start = policy.undeclared_classification if declared is None else _known_or_unknown(declared, policy)
+    candidates = [start]
     if pii_found:
         candidates.append(policy.pii.classification)
     candidates.extend(_known_or_unknown(name, policy) for name in clause_classifications)

@@ -13,7 +13,9 @@ class AskCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(description="The policy question, up to the policy file's character limit")
-    classification: str | None = Field(default=None, description="Declared data classification of the question")
+    classification: str | None = Field(
+        default=None, description="Declared data classification of the question; none: the policy's "
+                                  "undeclared_classification")
     as_of: date | None = Field(default=None, description="Answer from the versions in effect on this date")
     sla_ms: int | None = Field(default=None, ge=1, le=600_000, description="Latency budget; routes to faster tiers")
 

@@ -46,6 +46,17 @@ def test_unknown_keys_and_bad_yaml_are_refused():
         load_policy("/nonexistent/policy.yaml")
 
 
+def test_an_undeclared_classification_that_is_not_a_classification_fails_with_line_and_reason():
+    text = _mutate("undeclared_classification: internal", "undeclared_classification: secret")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    message = str(info.value)
+    line = _line_of(text, "undeclared_classification: secret")
+    assert f"policy.yaml:{line}: undeclared_classification: " in message
+    assert "'secret' is not a classification" in message
+    assert load_policy().undeclared_classification == "internal"
+
+
 def test_classification_without_residency_is_refused():
     with pytest.raises(PolicyError, match="no residency rule"):
         parse_policy(_mutate("classifications: [public, internal, confidential]",

@@ -36,11 +36,25 @@ def test_ranks_follow_the_policy_order_and_unknown_ranks_as_the_unknown_classifi
 
 @pytest.mark.unit
 def test_effective_classification_takes_the_most_restricted_input():
-    assert effective_classification(None, False, [], POLICY) == "public"
+    assert effective_classification("public", False, [], POLICY) == "public"
     assert effective_classification("internal", False, [], POLICY) == "internal"
-    assert effective_classification(None, False, ["public", "internal"], POLICY) == "internal"
+    assert effective_classification("public", False, ["public", "internal"], POLICY) == "internal"
     assert effective_classification("confidential", False, ["public"], POLICY) == "confidential"
     assert effective_classification("public", True, [], POLICY) == POLICY.pii.classification == "confidential"
+
+
+@pytest.mark.unit
+def test_an_undeclared_question_starts_at_the_policy_s_undeclared_class_not_the_lowest():
+    assert POLICY.undeclared_classification == "internal"
+    assert effective_classification(None, False, [], POLICY) == "internal"
+    # about public clauses only, it still may not leave for the cloud: nobody said it was public
+    assert effective_classification(None, False, ["public", "public"], POLICY) == "internal"
+    assert "cloud" not in allowed_zones(effective_classification(None, False, ["public"], POLICY), POLICY)
+    assert effective_classification(None, False, ["confidential"], POLICY) == "confidential"
+    assert effective_classification(None, True, [], POLICY) == POLICY.pii.classification
+    # only an explicit declaration opens the lowest class's zones
+    assert allowed_zones(effective_classification("public", False, ["public"], POLICY), POLICY) == (
+        "cloud", "vpc", "onprem")
 
 
 @pytest.mark.unit
@@ -99,8 +113,7 @@ def test_adding_a_clause_or_pii_never_lowers_the_classification(declared, pii, c
     # ...and the result is never below any single input.
     for clause in clauses:
         assert base >= rank(clause)
-    if declared is not None:
-        assert base >= rank(declared)
+    assert base >= rank(POLICY.undeclared_classification if declared is None else declared)
     # Permitted zones can only shrink as the classification rises.
     widened = effective_classification(declared, True, [*clauses, extra], POLICY)
     assert set(allowed_zones(widened, POLICY)) <= set(allowed_zones(
@@ -109,13 +122,14 @@ def test_adding_a_clause_or_pii_never_lowers_the_classification(declared, pii, c
 
 @st.composite
 def policies(draw) -> GovernancePolicy:
-    """The reviewed policy with other classification names, order, residency and unknown class."""
+    """The reviewed policy with other classification names, order, residency, unknown and undeclared class."""
     names = draw(st.lists(st.sampled_from(["open", "staff", "restricted", "secret", "board"]), min_size=1,
                           max_size=5, unique=True))
     residency = {name: draw(st.lists(st.sampled_from(["onprem", "vpc", "cloud"]), min_size=1, max_size=3,
                                      unique=True)) for name in names}
     data = POLICY.model_dump()
-    data.update(classifications=names, residency=residency, unknown_classification=draw(st.sampled_from(names)))
+    data.update(classifications=names, residency=residency, unknown_classification=draw(st.sampled_from(names)),
+                undeclared_classification=draw(st.sampled_from(names)))
     data["pii"]["classification"] = draw(st.sampled_from(names))
     return GovernancePolicy.model_validate(data)
 
@@ -134,4 +148,6 @@ def test_any_policy_fails_closed_and_is_monotone(policy, pii, clauses, declared)
     assert allowed_zones("no-such-class", policy) == tuple(policy.residency[policy.unknown_classification])
     if pii:
         assert policy.classification_rank[effective] >= policy.classification_rank[policy.pii.classification]
+    if declared is None:
+        assert policy.classification_rank[effective] >= policy.classification_rank[policy.undeclared_classification]
     assert visible_classifications("no-such-clearance", policy) == (policy.classifications[0],)
