@@ -16,6 +16,9 @@ Rules:
 * Every candidate considered leaves an `Attempt`: for a model call the prompt it was sent, the
   raw output, the verification result, tokens, cost (tokens x the policy file's prices) and
   latency; for a skipped candidate the reason; for the tier-0 quote the quoted text.
+* A model call's attempt is appended to the caller's list as soon as the model has answered,
+  before verification: if anything after that raises (a verifier bug), the caller still holds
+  every prompt already sent to a model and can audit it. Such an attempt stays `unverified`.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from services.query.schemas import NOT_AVAILABLE
 from services.query.verify import RetrievedClause, Verification, is_not_available, verify_answer
 
 # Outcomes of an attempt.
-SERVED, FAILED_VERIFICATION, DECLINED, ERROR, TIMEOUT, SKIPPED = (
-    "served", "failed_verification", "declined", "error", "timeout", "skipped")
+SERVED, FAILED_VERIFICATION, DECLINED, ERROR, TIMEOUT, SKIPPED, UNVERIFIED = (
+    "served", "failed_verification", "declined", "error", "timeout", "skipped", "unverified")
 MAX_ANSWER_TOKENS = 48  # one sentence, about 30-40 tokens; a rambling small model is cut off
 
 
@@ -49,7 +52,7 @@ class Attempt:
     cost: float
     latency_ms: float
     error: str | None
-    outcome: str  # served | failed_verification | declined | error | timeout | skipped
+    outcome: str  # served | failed_verification | declined | error | timeout | skipped | unverified
     verify_ms: float = 0.0
 
 
@@ -86,9 +89,14 @@ def _quote_result(clauses: Sequence[RetrievedClause], attempts: list[Attempt], m
 
 
 def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[RetrievedClause],
-                   generators: Mapping[str, Generator], retry_budget: int) -> EscalationResult:
-    """Serve the first verified answer from the candidates in order; never raises for a failing model."""
-    attempts: list[Attempt] = []
+                   generators: Mapping[str, Generator], retry_budget: int,
+                   attempts: list[Attempt] | None = None) -> EscalationResult:
+    """Serve the first verified answer from the candidates in order; never raises for a failing model.
+
+    Attempts are appended to `attempts` when the caller passes its own list, so that what was
+    sent to models survives in the caller's hands even if something here raises.
+    """
+    attempts = [] if attempts is None else attempts
     model_calls = 0
     for candidate in decision.candidates:
         if candidate.tier == 0 or candidate.model_key is None:
@@ -112,9 +120,12 @@ def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[Ret
         model_calls += 1
         messages = build_messages(question, clauses, candidate.tier)
         shown = prompt_clauses(clauses, candidate.tier)  # a model may cite only what it was shown
-        attempts.append(_attempt(candidate.tier, candidate.model_key, candidate.zone, generator, messages, shown))
-        if attempts[-1].outcome == SERVED:
-            served = attempts[-1]
+        attempt = _call(candidate.tier, candidate.model_key, candidate.zone, generator, messages, len(shown))
+        attempts.append(attempt)  # before verification, which may raise: the prompt was sent either way
+        if attempt.outcome == UNVERIFIED:
+            _verify(attempt, shown)
+        if attempt.outcome == SERVED:
+            served = attempt
             by_ref = {c.ref: c for c in clauses}
             cited = tuple(by_ref[r] for r in served.verification.cited_refs if r in by_ref)
             return EscalationResult(answer=served.raw_output or "", cited=cited, tier=candidate.tier,
@@ -123,11 +134,12 @@ def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[Ret
     return _quote_result(clauses, attempts)  # the router always ends with tier 0; this is a safety net
 
 
-def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, messages: list[dict],
-             clauses: Sequence[RetrievedClause]) -> Attempt:
+def _call(tier: int, model_key: str, zone: str | None, generator: Generator, messages: list[dict],
+          n_clauses: int) -> Attempt:
+    """One model call: an `unverified` attempt holding the answer, or a timeout or error."""
     started = time.perf_counter()
     try:
-        generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=answer_grammar(len(clauses)))
+        generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=answer_grammar(n_clauses))
     except GenerationTimeout as exc:
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
@@ -141,16 +153,23 @@ def _attempt(tier: int, model_key: str, zone: str | None, generator: Generator, 
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
                        error=f"{type(exc).__name__}: {exc}", outcome=ERROR)
     cost = generation_cost(generator.spec, generation.input_tokens, generation.output_tokens)
-    verify_started = time.perf_counter()
-    verification = verify_answer(generation.text, parse_citations(generation.text, clauses), clauses)
-    verify_ms = (time.perf_counter() - verify_started) * 1000
-    if is_not_available(generation.text):
-        outcome, error = DECLINED, "the model answered 'Not available in policy' although clauses were retrieved"
-    elif verification.passed:
-        outcome, error = SERVED, None
-    else:
-        outcome, error = FAILED_VERIFICATION, "; ".join(verification.problems)
     return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=generation.text,
-                   verification=verification, input_tokens=generation.input_tokens,
+                   verification=None, input_tokens=generation.input_tokens,
                    output_tokens=generation.output_tokens, cost=cost, latency_ms=generation.latency_ms,
-                   error=error, outcome=outcome, verify_ms=verify_ms)
+                   error=None, outcome=UNVERIFIED)
+
+
+def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause]) -> None:
+    """Judge an answered attempt in place: served, declined or failed verification."""
+    text = attempt.raw_output or ""
+    verify_started = time.perf_counter()
+    verification = verify_answer(text, parse_citations(text, clauses), clauses)
+    attempt.verify_ms = (time.perf_counter() - verify_started) * 1000
+    attempt.verification = verification
+    if is_not_available(text):
+        attempt.outcome, attempt.error = DECLINED, ("the model answered 'Not available in policy' although "
+                                                    "clauses were retrieved")
+    elif verification.passed:
+        attempt.outcome, attempt.error = SERVED, None
+    else:
+        attempt.outcome, attempt.error = FAILED_VERIFICATION, "; ".join(verification.problems)

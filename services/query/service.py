@@ -24,7 +24,7 @@ from services.embedding.sentence import Embedder
 from services.errors import AuditUnavailable, BudgetExceeded, PolicyHubError
 from services.generation.base import Generator
 from services.query.complexity import classify_complexity
-from services.query.escalation import EscalationResult, quote_answer, run_escalation
+from services.query.escalation import Attempt, EscalationResult, quote_answer, run_escalation
 from services.query.guards import ProhibitedUseDetector, assess_risk, check_input
 from services.query.pii import PiiDetector
 from services.query.retrieval import ClauseHit, Retriever, version_scope, visible_versions
@@ -187,9 +187,12 @@ class QueryService:
             raise BudgetExceeded(f"budget exceeded: {decision.budget_exceeded}")
 
         t2 = time.perf_counter()
-        outcome = self._generate(decision, question, clauses)
+        attempts: list[Attempt] = []
+        try:
+            outcome = self._generate(decision, question, clauses, attempts)
+        finally:  # also when escalation raises: prompts already sent to models belong in the audit record
+            trace.attempts = [_attempt_dict(a) for a in attempts]
         t_generate = _ms(t2)
-        trace.attempts = [_attempt_dict(a) for a in outcome.attempts]
         spec = policy.model(outcome.model_key) if outcome.model_key else None
         model = ModelRead(name=spec.name, version=spec.version, zone=spec.zone) if spec else None
         verify_ms = sum(a.get("verify_ms", 0.0) for a in trace.attempts)
@@ -201,12 +204,14 @@ class QueryService:
             latency=LatencyRead(retrieve=t_retrieve, route=t_route, generate=t_generate - verify_ms,
                                 verify=verify_ms))
 
-    def _generate(self, decision, question: str, clauses: list[RetrievedClause]) -> EscalationResult:  # noqa: ANN001
+    def _generate(self, decision, question: str, clauses: list[RetrievedClause],  # noqa: ANN001
+                  attempts: list[Attempt]) -> EscalationResult:
         if len(decision.candidates) == 1 and decision.candidates[0].tier == 0:
             quote = quote_answer(clauses)
             return EscalationResult(answer=quote, cited=tuple(clauses[:2]), tier=0, model_key=None, zone=None,
-                                    attempts=[], cost=0.0)
-        return run_escalation(decision, question, clauses, self.generators, self.policy.routing.retry_budget)
+                                    attempts=attempts, cost=0.0)
+        return run_escalation(decision, question, clauses, self.generators, self.policy.routing.retry_budget,
+                              attempts)
 
     def _response(self, trace: Trace, started: float, *, answer: str, citations: list[CitationRead], refused: bool,
                   reason: str | None, tier: int, model: ModelRead | None, classification: str,
