@@ -54,6 +54,8 @@ class Trace:
     threshold_met: bool | None = None
     best_score: float | None = None
     route: dict | None = None
+    # The most restricted classification known so far; a failed request's audit record shows it too.
+    effective_classification: str | None = None
     attempts: list[dict] = field(default_factory=list)
     error: dict | None = None
 
@@ -134,7 +136,8 @@ class QueryService:
         findings = self.pii.detect(question)
         trace.pii_types = sorted({f.entity_type for f in findings})
         trace.risk = assess_risk(question, policy.risk)
-        request_class = effective_classification(declared, bool(findings), [], policy)
+        request_class = trace.effective_classification = effective_classification(
+            declared, bool(findings), [], policy)
 
         def refusal(reason: str, answer: str) -> AskRead:
             return self._response(trace, started, answer=answer, citations=[], refused=True, reason=reason,
@@ -162,8 +165,8 @@ class QueryService:
                                   reason="not_in_policy", tier=0, model=None, classification=request_class,
                                   latency=LatencyRead(retrieve=t_retrieve))
         clauses = to_retrieved(passing)
-        classification = effective_classification(declared, bool(findings), [c.classification for c in clauses],
-                                                  policy)
+        classification = trace.effective_classification = effective_classification(
+            declared, bool(findings), [c.classification for c in clauses], policy)
 
         t1 = time.perf_counter()
         features = classify_complexity(question, [c.score for c in clauses])
@@ -230,7 +233,8 @@ class QueryService:
         entry = AuditEntry(
             request_id=trace.request_id, event="ask", actor=principal.name, actor_role=principal.role,
             channel=trace.channel, payload=payload, question=trace.question,
-            effective_classification=response.effective_classification if response else None,
+            effective_classification=(response.effective_classification if response
+                                      else trace.effective_classification),
             tier=response.tier if response else None,
             model_key=f"{response.model.name}@{response.model.version}" if response and response.model else None,
             refused=bool(response.refused) if response else False, pii_present=bool(trace.pii_types),

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from governance.audit_query import get_by_request_id, record_to_dict
+from services.errors import BudgetExceeded
 from services.generation.llama import LlamaCppGenerator
 from services.query import escalation
 from services.query.schemas import AskCreate
@@ -71,3 +72,28 @@ def test_attempts_made_before_escalation_raises_reach_the_audit_record(stack, ti
     assert any(MEALS in message["content"] for message in attempt["prompt"])  # the prompt the model was sent
     assert attempt["raw_output"] == verified[0] and attempt["output_tokens"] > 0 and attempt["cost"] > 0
     assert attempt["outcome"] == "unverified" and attempt["verification"] is None
+
+
+def test_a_budget_refusal_after_routing_records_the_effective_classification(stack, tier1, monkeypatch):
+    broke = tier1.policy.routing.model_copy(update={"daily_budget_per_user": 0.0})
+    monkeypatch.setattr(tier1, "policy", tier1.policy.model_copy(update={"routing": broke}))
+    request_id = f"budget-429-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(BudgetExceeded):
+        tier1.ask(staff(stack), AskCreate(question=MEALS, classification="confidential"), "api", request_id)
+    record = audit_record(stack, request_id)
+    assert record["payload"]["trace"]["error"]["status"] == 429
+    assert record["payload"]["trace"]["route"]["effective_classification"] == "confidential"
+    assert record["effective_classification"] == "confidential"
+
+
+def test_a_failure_before_retrieval_records_the_classification_known_by_then(stack, tier1, monkeypatch):
+    def index_down(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ConnectionError("qdrant is down")
+
+    monkeypatch.setattr(tier1.retriever, "retrieve", index_down)
+    request_id = f"retrieval-fails-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(ConnectionError):
+        tier1.ask(staff(stack), AskCreate(question=MEALS), "api", request_id)
+    record = audit_record(stack, request_id)
+    assert record["payload"]["trace"]["route"] is None  # it failed before routing ...
+    assert record["effective_classification"] == "internal"  # ... but the undeclared question's class was known
