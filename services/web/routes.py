@@ -349,6 +349,15 @@ class WebAskCreate(BaseModel):
     as_of: date | None = None
 
 
+def question_in(raw: bytes) -> object:
+    """The question of a body its schema rejected, when one can be read, for the audit record."""
+    try:
+        fields = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON, or nested past what json.loads can read
+        return None
+    return fields.get("question") if isinstance(fields, dict) else None
+
+
 def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
@@ -363,10 +372,17 @@ def answer_pieces(text: str, words: int = 6) -> Iterator[str]:
 @router.post("/web/ask")
 async def web_ask(request: Request, user: AnyPost, runtime: RuntimeDep) -> Response:
     """Ask as the signed-in user; the audited answer streams back as server-sent events."""
+    raw = await request.body()
     try:
-        body = WebAskCreate.model_validate_json(await request.body())
+        body = WebAskCreate.model_validate_json(raw)
     except ValidationError as exc:
-        return JSONResponse({"error": "invalid_request", "detail": exc.errors(include_url=False)[0]["msg"]}, 422)
+        detail = "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
+                           for e in exc.errors(include_url=False))
+        # A malformed question is still a request the audit trail must show; if its record cannot
+        # be written, AuditUnavailable answers 503 (as the API does), never the 422.
+        await run_in_threadpool(runtime.query.audit_rejected, user.principal, InvalidRequest(detail), "web",
+                                request.state.request_id, question_in(raw))
+        return JSONResponse({"error": "invalid_request", "detail": detail}, 422)
     ask = AskCreate(question=body.question, classification=body.classification or None, as_of=body.as_of)
     request_id = request.state.request_id
 

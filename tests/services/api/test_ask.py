@@ -177,30 +177,6 @@ def test_a_request_refused_as_malformed_still_leaves_an_audit_record(client, sta
     assert client.get("/v1/audit/verify", headers=compliance).json()["ok"] is True
 
 
-@pytest.fixture
-def audit_commit_fails(stack, monkeypatch):
-    """The query service's database refuses to commit any transaction holding an audit record."""
-    from sqlalchemy import event
-    from sqlalchemy.exc import OperationalError
-    from sqlalchemy.orm import sessionmaker
-
-    from governance.records.audit import AuditRecord
-
-    factory = sessionmaker(stack.runtime.engine, expire_on_commit=False)
-
-    @event.listens_for(factory, "before_flush")
-    def note_audit(session, flush_context, instances):
-        if any(isinstance(obj, AuditRecord) for obj in session.new):
-            session.info["audit"] = True
-
-    @event.listens_for(factory, "before_commit")
-    def refuse(session):
-        if session.info.pop("audit", False):
-            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
-
-    monkeypatch.setattr(stack.runtime.query, "session_factory", factory)
-
-
 @pytest.mark.parametrize("path,body", [
     ("/v1/ask", {"question": "How long do I have to submit an expense claim?"}),
     ("/v1/ask", {"question": "   "}),
