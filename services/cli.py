@@ -211,12 +211,15 @@ def ask(
     from services.errors import InvalidRequest
     from services.query.schemas import AskCreate
 
+    runtime = _runtime()
+    principal = _cli_principal(runtime, user)
     try:
         as_of_date = date.fromisoformat(as_of) if as_of else None
     except ValueError as exc:
-        raise InvalidRequest(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)") from exc
-    runtime = _runtime()
-    principal = _cli_principal(runtime, user)
+        # Refused before the service reads it, so audited here like any other invalid request.
+        error = InvalidRequest(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)")
+        runtime.query.audit_rejected(principal, error, "cli", question=question)
+        raise error from exc
     answer = runtime.query.ask(principal, AskCreate(question=question, classification=classification,
                                                     as_of=as_of_date), channel="cli")
     if as_json:
