@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import qdrant_edge as edge
+import structlog
 
 from services.errors import IndexUnavailable, NotFound, ReembeddingRequired
 from services.vectors.base import (
@@ -49,6 +50,8 @@ from services.vectors.base import (
     validate_collection_name,
     validate_points,
 )
+
+log = structlog.get_logger()
 
 _CONFIG_FILE = "edge_config.json"  # written by EdgeShard.create; marks a directory as a shard
 _UPSERT_BATCH = 512
@@ -193,10 +196,10 @@ class EdgeVectorIndex:
                 self._ensure_version_index(shard)
                 return
             if path.exists() and any(path.iterdir()):
-                # Not ours to delete: could be a half-created shard or someone's data.
-                raise IndexUnavailable(
-                    f"vector index unavailable: {path} exists but is not a Qdrant Edge shard (no {_CONFIG_FILE})"
-                )
+                # Not ours to delete: could be a half-created shard or someone's data. The path is
+                # for the operator's log; the 503 reaches clients, who must not learn the layout.
+                log.error("vectors.not_a_shard", collection=name, path=str(path), missing=_CONFIG_FILE)
+                raise IndexUnavailable(f"vector index unavailable: collection {name!r} is not a Qdrant Edge shard")
             path.parent.mkdir(parents=True, exist_ok=True)
             shard = edge.EdgeShard.create(str(path), _shard_config(dim))
             self._ensure_version_index(shard)
@@ -374,7 +377,8 @@ def _load_shard(path: Path) -> edge.EdgeShard:
         # on the same shard fails with WouldBlock. That is an availability
         # problem for this caller, not a bug in its request.
         if "WouldBlock" in str(exc):
-            raise IndexUnavailable(f"vector index unavailable: shard {path} is open in another process") from exc
+            log.error("vectors.shard_locked", path=str(path))  # the path for the operator, not the client
+            raise IndexUnavailable("vector index unavailable: the shard is open in another process") from exc
         raise
 
 

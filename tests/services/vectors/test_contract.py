@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient
+from structlog.testing import capture_logs
 
 from services.errors import IndexUnavailable, InvalidRequest, NotFound, ReembeddingRequired
 from services.vectors import IndexPoint, SparseVector, VectorIndex, open_vector_index
@@ -373,11 +374,27 @@ def test_edge_shard_held_by_another_index_is_unavailable(tmp_path: Path) -> None
     owner.ensure_collection(COLLECTION, DIM)
     intruder = EdgeVectorIndex(tmp_path / "shards")
     try:
-        with pytest.raises(IndexUnavailable, match="open in another process"):
+        with capture_logs() as logs, pytest.raises(IndexUnavailable, match="open in another process") as caught:
             intruder.count(COLLECTION)
     finally:
         intruder.close()
         owner.close()
+    # The 503 goes to the client: the server's filesystem layout goes to the server log only.
+    assert str(tmp_path) not in caught.value.detail
+    assert any(str(tmp_path) in str(entry.get("path")) for entry in logs), logs
+
+
+def test_edge_directory_that_is_not_a_shard_is_unavailable_without_its_path(tmp_path: Path) -> None:
+    index = EdgeVectorIndex(tmp_path / "shards")
+    (tmp_path / "shards" / COLLECTION).mkdir(parents=True)
+    (tmp_path / "shards" / COLLECTION / "stray.txt").write_text("not a shard")
+    try:
+        with capture_logs() as logs, pytest.raises(IndexUnavailable, match="not a Qdrant Edge shard") as caught:
+            index.ensure_collection(COLLECTION, DIM)
+    finally:
+        index.close()
+    assert str(tmp_path) not in caught.value.detail
+    assert any(str(tmp_path) in str(entry.get("path")) for entry in logs), logs
 
 
 # -- server unavailable / factory -------------------------------------------
