@@ -25,6 +25,7 @@ from governance.errors import PolicyHubError
 from governance.evaluation import threshold_failures
 from governance.policy import GovernancePolicy, ModelSpec
 from governance.records.models import BenchmarkReport, ModelSignoff, RegisteredModel
+from governance.redaction import redact_url
 from governance.registry import (
     active_embedding_model,
     get_model_or_raise,
@@ -174,13 +175,16 @@ def register_generation_model(session: Session, spec: ModelSpec, path: Path | No
     A local model (llama.cpp) is fingerprinted by its weights; a remote endpoint by its
     name, version and endpoint model id, the only identity the bank can observe.
     """
-    weights = hash_model_files(path) if path is not None else {"endpoint": f"{spec.base_url}#{spec.api_model}"}
+    # The registry row and its audit record show the endpoint, never credentials written into its URL;
+    # a URL without any is unchanged, and so is its fingerprint.
+    endpoint = redact_url(spec.base_url) if spec.base_url else None
+    weights = hash_model_files(path) if path is not None else {"endpoint": f"{endpoint}#{spec.api_model}"}
     fingerprint = model_fingerprint(spec.name, spec.version, weights, None, spec.context_tokens)
     existing = session.scalars(select(RegisteredModel).where(RegisteredModel.fingerprint == fingerprint)).first()
     if existing is not None:
         return existing
     model = RegisteredModel(kind="generation", name=spec.name, version=spec.version,
-                            path=str(path) if path else (spec.base_url or ""), fingerprint=fingerprint,
+                            path=str(path) if path else (endpoint or ""), fingerprint=fingerprint,
                             weights_sha256=weights, dimension=None, max_seq_length=spec.context_tokens,
                             status="proposed")
     session.add(model)

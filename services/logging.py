@@ -8,13 +8,16 @@ import sys
 
 import structlog
 
-# API keys and bearer tokens never reach a log line, whatever field they hide in.
+from governance.redaction import redact_urls
+
+# API keys and bearer tokens never reach a log line, whatever field they hide in; nor do
+# credentials written into a URL (`https://user:pass@host`, `?api_key=`).
 SECRET_PATTERN = re.compile(r"(phk_[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|sk-[A-Za-z0-9_\-]{8,})")
 
 
 def _scrub(value):  # noqa: ANN001, ANN202
     if isinstance(value, str):
-        return SECRET_PATTERN.sub("[redacted]", value)
+        return redact_urls(SECRET_PATTERN.sub("[redacted]", value))
     if isinstance(value, dict):
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

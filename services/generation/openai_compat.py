@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from governance.policy import ModelSpec
+from governance.redaction import redact_url, redact_urls
 from services.generation.base import Generation, GenerationError, GenerationTimeout
 
 # Rough size of a token for endpoints that leave `usage` out, so cost is never silently zero.
@@ -21,6 +22,7 @@ class OpenAICompatibleGenerator:
             raise ValueError(f"model {spec.key} is not an OpenAI-compatible model")
         self.spec = spec
         self.base_url = base_url
+        self.shown_url = redact_url(base_url)  # errors land in audit records and logs: no credentials in them
         self._api_key = api_key or "none"  # local servers accept any key; the client insists on one
         self._client = None
 
@@ -49,11 +51,12 @@ class OpenAICompatibleGenerator:
         except openai.APITimeoutError as exc:
             raise GenerationTimeout(f"model {self.spec.key}: no answer within {self.spec.timeout_s:g} s") from exc
         except openai.APIConnectionError as exc:
-            raise GenerationError(f"model {self.spec.key}: cannot reach {self.base_url}: {exc}") from exc
+            raise GenerationError(f"model {self.spec.key}: cannot reach {self.shown_url}: "
+                                  f"{redact_urls(str(exc))}") from exc
         except openai.APIStatusError as exc:
-            raise GenerationError(f"model {self.spec.key}: HTTP {exc.status_code} from {self.base_url}") from exc
+            raise GenerationError(f"model {self.spec.key}: HTTP {exc.status_code} from {self.shown_url}") from exc
         except Exception as exc:  # malformed JSON and the like: still a failed generation, not a crash
-            raise GenerationError(f"model {self.spec.key}: {type(exc).__name__}: {exc}") from exc
+            raise GenerationError(f"model {self.spec.key}: {type(exc).__name__}: {redact_urls(str(exc))}") from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if not getattr(response, "choices", None) or response.choices[0].message is None:
             raise GenerationError(f"model {self.spec.key}: the response has no choices")

@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from governance.redaction import redact_urls
 from services.generation.base import Generator, GenerationError, GenerationTimeout, generation_cost
 from services.generation.prompts import answer_grammar, build_messages, parse_citations, prompt_clauses
 from services.query.router import RouteDecision
@@ -151,7 +152,7 @@ def _call(tier: int, model_key: str, zone: str | None, generator: Generator, mes
     except Exception as exc:  # a backend failing in a way it did not wrap: the prompt was sent, so record it
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
-                       error=f"{type(exc).__name__}: {exc}", outcome=ERROR)
+                       error=redact_urls(f"{type(exc).__name__}: {exc}"), outcome=ERROR)
     cost = generation_cost(generator.spec, generation.input_tokens, generation.output_tokens)
     return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=generation.text,
                    verification=None, input_tokens=generation.input_tokens,

@@ -25,6 +25,7 @@ import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from governance.redaction import redact_urls
 from services.errors import IndexUnavailable, NotFound, ReembeddingRequired
 from services.vectors.base import (
     DENSE_VECTOR,
@@ -75,7 +76,7 @@ def _translate_errors(name: str | None = None) -> Iterator[None]:
     try:
         yield
     except (ResponseHandlingException, httpx.TransportError) as exc:
-        raise IndexUnavailable(f"vector index unavailable: {exc}") from exc
+        raise IndexUnavailable(f"vector index unavailable: {redact_urls(str(exc))}") from exc
     except UnexpectedResponse as exc:
         status = exc.status_code or 0
         if status == 404 and name is not None:

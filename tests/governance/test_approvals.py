@@ -19,7 +19,9 @@ from governance.approvals import (
     approval_blockers,
     check_transition,
     mark_benchmarked,
+    record_registration,
     record_signoff,
+    register_generation_model,
     retire,
     signoff_status,
 )
@@ -192,3 +194,18 @@ def test_activation_hands_over_and_the_active_model_cannot_be_retired(factory, t
             activate(s, old, ACTOR)
         assert _events(s)[-4:] == ["model.activated", "model.deactivated", "model.activated", "model.retired"]
         assert verify_chain(s).ok
+
+
+@pytest.mark.integration
+def test_a_remote_model_is_registered_without_its_endpoint_credentials(factory):
+    spec = POLICY.model("onprem-large@1").model_copy(
+        update={"base_url": "https://svc:pa55word@llm.bank.internal/v1?api_key=k3y-in-url"})
+    with transaction(factory) as session:
+        model = register_generation_model(session, spec, None)
+        record_registration(session, model, ACTOR)
+    with factory() as session:
+        model = session.scalars(select(RegisteredModel).where(RegisteredModel.fingerprint == model.fingerprint)).one()
+        shown = json.dumps([model.path, model.weights_sha256,
+                            [r.payload for r in session.scalars(select(AuditRecord))]])
+    assert "llm.bank.internal/v1" in model.path
+    assert "pa55word" not in shown and "k3y-in-url" not in shown

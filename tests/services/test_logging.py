@@ -32,3 +32,13 @@ def test_a_logged_exception_keeps_its_traceback_but_no_secret(capsys, json_logs)
     assert "fail_while_holding_secrets" in err and "RuntimeError" in err
     assert API_KEY not in err
     assert SESSION_SECRET not in err  # a traceback that prints frame locals would show it
+
+
+@pytest.mark.parametrize("json_logs", [True, False])
+def test_credentials_inside_a_logged_url_are_scrubbed(capsys, json_logs):
+    configure_logging(json_logs)
+    structlog.get_logger().warning("generation.failed", endpoint="https://svc:pa55word@llm.bank.internal/v1",
+                                   error="cannot reach https://llm.bank.internal/v1?api_key=k3y-in-url: refused")
+    err = capsys.readouterr().err
+    assert "llm.bank.internal/v1" in err
+    assert "pa55word" not in err and "k3y-in-url" not in err

@@ -84,6 +84,26 @@ def test_closed_port_is_a_generation_error(closed_port_url: str) -> None:
     assert not isinstance(caught.value, GenerationTimeout)
 
 
+def with_credentials(url: str) -> str:
+    """`url` as someone might configure it: a password in the userinfo and a key in the query."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://svc:pa55-in-url@{rest}?api_key=key-in-url&region=in"
+
+
+def test_endpoint_credentials_never_reach_an_error(closed_port_url: str, recording_endpoint) -> None:
+    # The error text becomes the attempt's `error` in the audit record and a log field.
+    down = OpenAICompatibleGenerator(DOWN, with_credentials(closed_port_url))
+    failing = OpenAICompatibleGenerator(CLOUD, with_credentials(recording_endpoint.base_url), api_key="test-key")
+    recording_endpoint.status = 500
+    for generator in (down, failing):
+        generator.warm_up()
+        with pytest.raises(GenerationError, match="cannot reach|HTTP 500") as caught:
+            generator.generate([{"role": "user", "content": "hi"}])
+        message = str(caught.value)
+        assert "pa55-in-url" not in message and "key-in-url" not in message
+        assert "127.0.0.1" in message and "region=in" in message  # which endpoint failed is still said
+
+
 def test_http_errors_and_timeouts_are_mapped(recording_endpoint) -> None:
     generator = OpenAICompatibleGenerator(CLOUD.model_copy(update={"timeout_s": 0.5}), recording_endpoint.base_url,
                                           api_key="test-key")

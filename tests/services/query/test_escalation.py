@@ -150,6 +150,18 @@ def test_an_unforeseen_backend_exception_is_a_recorded_error_then_a_fallback() -
 
 
 @pytest.mark.unit
+def test_an_unforeseen_exception_naming_a_url_is_recorded_without_its_credentials() -> None:
+    a, b = spec("a", 1, "onprem"), spec("b", 2, "onprem")
+    leak = RuntimeError("GET https://svc:pa55@llm.bank.internal/v1/models?api_key=k3y failed")
+    generators = {a.key: ScriptedGenerator(a, error=leak),
+                  b.key: ScriptedGenerator(b, "You may carry forward up to 30 days [C1].")}
+    result = run_escalation(decision_for(a, b), "How much leave carries forward?", [LEAVE], generators, 2)
+    failed = result.attempts[0]
+    assert "pa55" not in failed.error and "k3y" not in failed.error
+    assert "llm.bank.internal/v1/models" in failed.error
+
+
+@pytest.mark.unit
 def test_retry_budget_limits_model_calls() -> None:
     models = [spec(f"m{i}", 2, "onprem") for i in range(4)]
     generators = {m.key: ScriptedGenerator(m, error=GenerationError("down")) for m in models}
