@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from services.logging import configure_logging
 log = structlog.get_logger()
 
 JSON_BODY_LIMIT = 256 * 1024  # questions are at most a few KB; anything far larger is refused unread
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-Id kept for log correlation
 
 
 def error_body(error: str, detail) -> dict:  # noqa: ANN001
@@ -108,12 +110,16 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):  # noqa: ANN001, ANN202
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        if not all(c.isalnum() or c in "-_" for c in request_id) or len(request_id) > 64:
-            request_id = uuid.uuid4().hex
+        # The request id keys the audit trail, so the server always makes it: a client-chosen one
+        # could repeat another request's, and a lookup by id would show that request's record.
+        # The caller's own id, if well-formed, only correlates the log lines with theirs.
+        request_id = uuid.uuid4().hex
         request.state.request_id = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, path=request.url.path)
+        client_id = request.headers.get("x-request-id")
+        if client_id is not None and CLIENT_REQUEST_ID.fullmatch(client_id):
+            structlog.contextvars.bind_contextvars(client_request_id=client_id)
         response = await call_next(request)
         response.headers["x-request-id"] = request_id
         return response

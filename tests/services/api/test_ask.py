@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
 
 from tests.services.conftest import LONG_FACT, auth
 
@@ -119,6 +120,28 @@ def test_a_body_sent_without_its_length_is_counted_too(client, stack):
     assert small.status_code == 200, small.text
 
 
+def test_the_server_always_chooses_the_request_id(client, stack):
+    # A client-chosen id could repeat another request's, and lookups by id show the first record:
+    # the audit trail would show someone else's question. The caller's id is a log correlation only.
+    question = "How long do I have to submit an expense claim?"
+    first = ask(client, stack, question=question)
+    taken = first.headers["x-request-id"]
+    assert first.json()["request_id"] == taken
+    compliance = auth(stack, "compliance")
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        replay = client.post("/v1/ask", json={"question": "What is the daily meal allowance?"},
+                             headers={**auth(stack, "staff"), "x-request-id": taken})
+        spoof = client.post("/v1/ask", json={"question": question},
+                            headers={**auth(stack, "staff"), "x-request-id": "<b>not an id</b>"})
+    ours = replay.headers["x-request-id"]
+    assert ours != taken and replay.json()["request_id"] == ours
+    assert client.get(f"/v1/audit/{taken}", headers=compliance).json()["question"] == question
+    assert client.get(f"/v1/audit/{ours}", headers=compliance).json()["question"] == "What is the daily meal allowance?"
+    by_id = {entry.get("request_id"): entry for entry in logs if entry["event"] == "ask.answered"}
+    assert by_id[ours]["client_request_id"] == taken  # kept, apart, to correlate with the caller's logs
+    assert "client_request_id" not in by_id[spoof.headers["x-request-id"]]  # not [A-Za-z0-9._-]: dropped
+
+
 def test_prohibited_use_is_refused_with_the_reason(client, stack):
     body = ask(client, stack, question="Should we approve this loan for Mr Rao?").json()
     assert body["refused"] is True
@@ -134,15 +157,14 @@ def test_pii_makes_the_request_confidential(client, stack):
 
 def test_every_request_leaves_an_audit_record_even_errors(client, stack):
     ok = ask(client, stack, question="How long do I have to submit an expense claim?").json()
-    bad = client.post("/v1/ask", json={"question": "", "classification": "public"},
-                      headers={**auth(stack, "staff"), "x-request-id": "bad-request-0001"})
+    bad = client.post("/v1/ask", json={"question": "", "classification": "public"}, headers=auth(stack, "staff"))
     assert bad.status_code == 422
     headers = auth(stack, "compliance")
     record = client.get(f"/v1/audit/{ok['request_id']}", headers=headers).json()
     trace = record["payload"]["trace"]
     assert trace["retrieved"] and trace["threshold_met"] is True
     assert record["payload"]["embedding_fingerprint"] == stack.runtime.identity.fingerprint
-    failed = client.get("/v1/audit/bad-request-0001", headers=headers).json()
+    failed = client.get(f"/v1/audit/{bad.headers['x-request-id']}", headers=headers).json()
     assert failed["payload"]["trace"]["error"]["error"] == "invalid_request"
     assert client.get("/v1/audit/verify", headers=headers).json()["ok"] is True
 
@@ -159,11 +181,11 @@ def test_every_request_leaves_an_audit_record_even_errors(client, stack):
                               "sla_ms": 0}),
 ])
 def test_a_request_refused_as_malformed_still_leaves_an_audit_record(client, stack, path, body):
-    request_id = "malformed-" + hashlib.sha256(f"{path} {body!r}".encode()).hexdigest()[:16]
-    headers = {**auth(stack, "staff"), "content-type": "application/json", "x-request-id": request_id}
+    headers = {**auth(stack, "staff"), "content-type": "application/json"}
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     r = client.post(path, content=content, headers=headers)
     assert r.status_code == 422, r.text
+    request_id = r.headers["x-request-id"]
     assert r.json()["error"] == "invalid_request"
     compliance = auth(stack, "compliance")
     record = client.get(f"/v1/audit/{request_id}", headers=compliance)
@@ -185,9 +207,9 @@ def test_a_request_refused_as_malformed_still_leaves_an_audit_record(client, sta
                                                                       "expense claim?"}]}),
 ])
 def test_no_answer_and_no_error_leaves_without_its_audit_record(client, stack, audit_commit_fails, path, body):
-    request_id = "unaudited-" + hashlib.sha256(f"{path} {body!r}".encode()).hexdigest()[:16]
-    r = client.post(path, json=body, headers={**auth(stack, "staff"), "x-request-id": request_id})
+    r = client.post(path, json=body, headers=auth(stack, "staff"))
     assert r.status_code == 503, r.text
+    request_id = r.headers["x-request-id"]
     assert r.json()["error"] == "audit_unavailable"
     assert "expense" not in r.text and "answer" not in r.json() and "choices" not in r.json()
     compliance = auth(stack, "compliance")
