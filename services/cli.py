@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_support import cli_errors, err_console, load_settings as _settings, staged
+from services.cli_support import cli_errors, err_console, load_settings as _settings, print_error, staged
 from services.benchmark.cli import benchmark_app, drift_app, models_app
 
 app = typer.Typer(help="policyhub: governed knowledge hub for bank policies and procedures.",
@@ -164,7 +164,7 @@ def ingest(
                                                  on_progress=lambda r: progress.advance(task))
     for r in summary.results:
         if r.status == "rejected":
-            err_console.print(f"[red]rejected[/red] {r.source}: {r.error}", highlight=False)
+            print_error("rejected", f"{r.source}: {r.error}")
         else:
             console.print(f"{r.status:<10} {r.policy_id} v{r.version}  {r.clauses} clauses, {r.chunks} chunks",
                           highlight=False)
@@ -225,7 +225,7 @@ def ask(
     if as_json:
         print(json.dumps(answer.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
-    console.print(answer.answer, highlight=False)
+    console.print(answer.answer, markup=False, highlight=False)  # quoted policy text may hold "[see 4.2]"
     if answer.citations:
         table = Table("policy", "clause", "version", "effective", "score")
         for c in answer.citations:
@@ -318,8 +318,7 @@ def audit_verify(
         console.print(f"audit chain OK: {result.records} records, head seq {result.head_seq}, "
                       f"{len(cps)} checkpoints checked")
         return
-    err_console.print(f"[red]audit chain BROKEN[/red] at seq {result.first_bad_seq}: {result.reason}",
-                      highlight=False)
+    print_error("audit chain BROKEN", f"at seq {result.first_bad_seq}: {result.reason}")
     raise typer.Exit(1)
 
 

@@ -8,10 +8,16 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from rich.text import Text
 
 from governance.errors import PolicyHubError
 
 err_console = Console(stderr=True)
+
+
+def print_error(label: str, message: object) -> None:
+    """`label` in red, then `message` exactly as written: brackets in it ("[/x]") are not Rich markup."""
+    err_console.print(Text.assemble((label, "red"), " ", str(message)), highlight=False)
 
 
 def cli_errors(fn):  # noqa: ANN001, ANN201
@@ -22,10 +28,10 @@ def cli_errors(fn):  # noqa: ANN001, ANN201
         try:
             return fn(*args, **kwargs)
         except PolicyHubError as exc:
-            err_console.print(f"[red]error ({exc.error}):[/red] {exc.detail}", highlight=False)
+            print_error(f"error ({exc.error}):", exc.detail)
             raise typer.Exit(1) from None
         except (ValueError, FileNotFoundError) as exc:  # settings, policy file, missing files
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            print_error("error:", exc)
             raise typer.Exit(1) from None
 
     return wrapper
