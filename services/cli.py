@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
+import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -287,11 +289,27 @@ def demo(
                                            actor_role="admin", channel="cli",
                                            payload={"user": name, "role": role, "clearance": clearance}))
                 keys[name] = key
-    keys_file.parent.mkdir(parents=True, exist_ok=True)
-    keys_file.write_text(json.dumps(keys, indent=2))
-    keys_file.chmod(0o600)
+    write_private_file(keys_file, json.dumps(keys, indent=2))
     console.print(f"demo users' API keys written to {keys_file}")
     runtime.close()
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only, at no moment by anyone else.
+
+    mkstemp creates the file 0600 whatever the umask, and the rename puts it in place whole; a
+    file written first and narrowed after is readable by every local user in between, and an
+    existing file with a wider mode would keep it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 # -- audit ----------------------------------------------------------------------------

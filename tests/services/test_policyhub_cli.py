@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
+from services.config import get_settings
 
-pytestmark = pytest.mark.unit
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("as_of", ["[bold]2025[/bold]", "[/x]", "[1]"])
 def test_an_error_message_with_brackets_is_printed_as_written(as_of):
     # Rich markup would swallow "[bold]" or raise a MarkupError on "[/x]" instead of showing the error.
@@ -18,3 +26,40 @@ def test_an_error_message_with_brackets_is_printed_as_written(as_of):
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)
     assert f"error (invalid_request): --as-of '{as_of}' is not a date (YYYY-MM-DD)" in result.output
+
+
+@pytest.mark.integration
+def test_demo_creates_the_keys_file_private_from_the_start(tmp_path, monkeypatch):
+    # Written first and narrowed after, the keys file would be readable by every local user for a
+    # moment (under a permissive umask): it must never exist with a wider mode than 0600.
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(CORPUS / "complaints.md", corpus)
+    keys_file = tmp_path / "keys" / "demo-keys.json"
+    keys_file.parent.mkdir()
+    keys_file.write_text(json.dumps({"someone-earlier": "phk_old"}))
+    keys_file.chmod(0o644)  # left by an older version: the new keys must not be written into it as it is
+    narrowed = []
+    real_chmod = os.chmod
+
+    def recording_chmod(path, mode, **kwargs):
+        narrowed.append(Path(path))
+        return real_chmod(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", recording_chmod)  # Path.chmod calls it too
+    previous = os.umask(0)
+    try:
+        result = CliRunner().invoke(app, ["demo", "--corpus", str(corpus), "--keys-file", str(keys_file)],
+                                    env={"COLUMNS": "400"})
+    finally:
+        os.umask(previous)
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert keys_file not in narrowed  # created 0600, not created wider and narrowed afterwards
+    keys = json.loads(keys_file.read_text())
+    assert set(keys) == {"someone-earlier", "demo-staff", "demo-compliance", "demo-model-risk", "demo-admin"}
+    assert not [p for p in keys_file.parent.iterdir() if p != keys_file]  # no temporary file left behind
