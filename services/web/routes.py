@@ -28,6 +28,8 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from governance.approvals import Actor, latest_report, record_signoff, signoff_status, thresholds_for
 from governance.audit import load_checkpoints, verify_chain
@@ -135,6 +137,13 @@ class WebRoute(APIRoute):
             except PolicyHubError as exc:
                 response = error_response(request, exc.status_code, exc.error.replace("_", " ").capitalize(),
                                           exc.detail)
+            # A body that stopped arriving — the client left, or BodySizeLimit cut it off and its 413
+            # replaces this answer — is no bug: FastAPI reports it as a 400 while parsing a form, the
+            # endpoints that read the body themselves see ClientDisconnect.
+            except HTTPException as exc:
+                response = error_response(request, exc.status_code, "Request refused", str(exc.detail))
+            except ClientDisconnect:
+                response = error_response(request, 400, "Request refused", "The request body did not arrive.")
             except Exception:
                 log.exception("web.unexpected_error")
                 response = error_response(request, 500, "Something went wrong",
