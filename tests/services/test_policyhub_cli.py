@@ -18,14 +18,14 @@ CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("as_of", ["[bold]2025[/bold]", "[/x]", "[1]"])
-def test_an_error_message_with_brackets_is_printed_as_written(as_of):
+@pytest.mark.parametrize("name", ["[bold]p[/bold]", "[/x]", "[1]"])
+def test_an_error_message_with_brackets_is_printed_as_written(tmp_path, name):
     # Rich markup would swallow "[bold]" or raise a MarkupError on "[/x]" instead of showing the error.
-    result = CliRunner().invoke(app, ["ask", "What is the meal allowance?", "--as-of", as_of],
-                                env={"COLUMNS": "400"})
+    missing = tmp_path / f"{name}.yaml"
+    result = CliRunner().invoke(app, ["policy", "check", str(missing)], env={"COLUMNS": "400"})
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)
-    assert f"error (invalid_request): --as-of '{as_of}' is not a date (YYYY-MM-DD)" in result.output
+    assert f"error: {missing}: cannot read the governance policy" in result.output
 
 
 @pytest.mark.integration
