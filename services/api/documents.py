@@ -59,9 +59,10 @@ async def upload_document(request: Request, principal: AdminUser, runtime: Runti
         raise DocumentRejected(f"{file.filename}: metadata is not valid JSON: {exc.msg}") from exc
     if not isinstance(overrides, dict):
         raise DocumentRejected(f"{file.filename}: metadata must be a JSON object")
+    # Passed as sent: resolve_metadata reads null or "" as "no override", as for an unset CLI
+    # option, and rejects a list, object or boolean naming the field (str() made null "None").
     result = await run_in_threadpool(runtime.ingestion.ingest_bytes, file.filename or "upload", data,
-                                     {k: str(v) for k, v in overrides.items()}, None, principal,
-                                     request.state.request_id)
+                                     overrides, None, principal, request.state.request_id)
     return IngestRead(status=result.status, policy_id=result.policy_id, version=result.version,
                       clauses=result.clauses, chunks=result.chunks)
 
