@@ -69,6 +69,11 @@ _SPACES = dict.fromkeys(
 _LINE_SEPARATORS = {ord("\u2028"): "\n", ord("\u2029"): "\n", ord("\x0b"): "\n", ord("\x0c"): "\n", ord("\x85"): "\n"}
 _LIGATURES = {ord(c): unicodedata.normalize("NFKC", c) for c in "\ufb00\ufb01\ufb02\ufb03\ufb04\ufb05\ufb06"}
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# A well-formed UTF-8 multi-byte sequence (no overlongs, surrogates or code points past U+10FFFF).
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,27 @@ def _decode_text(filename: str, data: bytes, declared: str | None = None) -> str
             continue
         if "\x00" in text or len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_CHAR_SHARE * len(text):
             break
+        if encoding == "cp1252" and declared is None:
+            _refuse_broken_utf8(filename, data)
         return text
     raise DocumentRejected(f"{filename}: not readable as text (expected UTF-8); the file looks like binary data")
+
+
+def _refuse_broken_utf8(filename: str, data: bytes) -> None:
+    """UTF-8 text with a bad byte is refused: read as cp1252, "₹50" would be indexed as "â‚¹50".
+
+    A cp1252 file almost never holds a valid UTF-8 multi-byte sequence (an accented capital
+    followed by a symbol), so one such sequence means the file was meant as UTF-8.
+    """
+    if _UTF8_MULTIBYTE.search(data) is None:
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentRejected(
+            f"{filename}: not valid UTF-8: the text is UTF-8 but its first invalid byte sequence is at byte "
+            f"offset {exc.start} (0x{data[exc.start]:02x}); save the file as UTF-8 and upload it again"
+        ) from None
 
 
 def _split_front_matter(filename: str, text: str) -> tuple[str, dict[str, str]]:

@@ -155,6 +155,24 @@ def test_windows_1252_text_is_read() -> None:
     assert parsed.text == "1.1 The caf\u00e9 \u201crule\u201d \u2013 applies."
 
 
+@pytest.mark.parametrize("filename", ["limits.txt", "limits.md", "limits.html"])
+def test_utf8_with_one_bad_byte_is_rejected_naming_the_offset(filename: str) -> None:
+    # Read wholesale as cp1252, "₹" came out as "â‚¹" and the amounts were indexed so.
+    head = "<p>" if filename.endswith(".html") else ""
+    data = f"{head}1.1 The limit is ₹50 lakh.\n1.2 ".encode() + b"Caf\xe9 rule.\n"
+    offset = data.index(b"\xe9")
+    message = rf"^{filename}: not valid UTF-8: .* at byte offset {offset} \(0xe9\); save the file as UTF-8"
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document(filename, data)
+
+
+def test_cp1252_is_still_read_when_it_has_no_utf8_sequences() -> None:
+    data = "1.1 The caf\u00e9 \u201crule\u201d: \u20ac50 \u2013 applies.".encode("cp1252")
+    assert parse_document("legacy.md", data).text == "1.1 The caf\u00e9 \u201crule\u201d: \u20ac50 \u2013 applies."
+    html = "<p>1.1 The caf\u00e9 \u201crule\u201d.</p>".encode("cp1252")
+    assert parse_document("legacy.html", html).text == "1.1 The caf\u00e9 \u201crule\u201d."
+
+
 def test_binary_junk_named_txt_is_rejected() -> None:
     junk = random.Random(7).randbytes(4096)
     with pytest.raises(DocumentRejected, match=r"^junk\.txt: not readable as text"):
