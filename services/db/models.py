@@ -56,6 +56,11 @@ class DocumentVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(nullable=True)
     superseded_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # While pending: the process indexing it, and when it last said it was still at work.
+    ingest_host: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    ingest_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ingest_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     __table_args__ = (UniqueConstraint("policy_id", "version"),)
 

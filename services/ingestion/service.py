@@ -6,22 +6,29 @@ Visibility protocol (why a killed process never leaves a half-visible version):
    ever filter on versions whose row is `active`/`superseded`, so these are invisible;
 3. one transaction inserts the clause and chunk rows, flips the version to `active`,
    marks the previous active version `superseded` and appends the audit events.
-`recover_pending()` discards any pending version left by a crash (its points first).
+`recover_pending()` discards a pending version left by a crash (its points first). Another
+process may be indexing a pending version right now (the API server while `policyhub ingest`
+runs), so each pending row names its process and carries a heartbeat, and only versions
+whose process is gone are discarded.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from governance.audit import AuditEntry, append
@@ -43,6 +50,69 @@ log = structlog.get_logger()
 UPSERT_BATCH = 256
 # Deterministic point ids: the same version and chunk ordinal always get the same id.
 POINT_NAMESPACE = uuid.UUID("6f1c7a52-8d0b-4b0e-9a57-0d1f5c3e2a10")
+# A live ingestion refreshes its pending row's heartbeat this often. A row whose heartbeat is
+# older than STALE_PENDING_AFTER is taken as left by a crash even when its process cannot be
+# checked (another host); the gap is wide so a slow database or a busy machine never trips it.
+HEARTBEAT_SECONDS = 30.0
+STALE_PENDING_AFTER = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class IngestOwner:
+    """The process indexing a pending version."""
+
+    host: str
+    pid: int
+    token: str  # random per process: tells this process from an earlier one that had its pid
+
+
+def this_process() -> IngestOwner:
+    pid = os.getpid()
+    return IngestOwner(_host_key(), pid, _process_token(pid))
+
+
+@functools.cache
+def _process_token(pid: int) -> str:
+    return uuid.uuid4().hex  # keyed by pid, so a forked child gets its own
+
+
+def _host_key() -> str:
+    """The hostname, and the pid namespace: containers sharing a hostname do not share pids."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}/pidns:{namespace}"
+
+
+def _pid_running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe probe (os.kill would end the process): the heartbeat decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. another user's process: it exists
+    return True
+
+
+def owner_is_gone(owner: IngestOwner | None, heartbeat_at: datetime | None, now: datetime, me: IngestOwner,
+                  pid_running: Callable[[int], bool] = _pid_running) -> bool:
+    """Whether a pending version's process has stopped, so that recovery may discard it."""
+    if owner is None or heartbeat_at is None:
+        return True  # reserved before owners were recorded (migration 0004): only a crash leaves those
+    if owner == me:
+        return False  # another thread of this very process is indexing it
+    if heartbeat_at.tzinfo is None:
+        heartbeat_at = heartbeat_at.replace(tzinfo=UTC)  # SQLite returns what it stored, without the zone
+    if now - heartbeat_at > STALE_PENDING_AFTER:
+        return True  # also covers a dead process whose pid was reused
+    if owner.host != me.host:
+        return False  # its process cannot be checked from here; its heartbeat is recent
+    if owner.pid == me.pid:
+        return True  # an earlier process that had this pid
+    return not pid_running(owner.pid)
 
 
 @dataclass
@@ -112,6 +182,7 @@ class IngestionService:
         policy: GovernancePolicy,
         index_name: str,
         max_bytes: int,
+        owner: IngestOwner | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.index = index
@@ -119,6 +190,11 @@ class IngestionService:
         self.policy = policy
         self.index_name = index_name
         self.max_bytes = max_bytes
+        self._owner = owner  # None: this process, looked up when a version is reserved
+
+    @property
+    def owner(self) -> IngestOwner:
+        return self._owner or this_process()
 
     # -- preparation (pure of storage) -------------------------------------------------
 
@@ -147,7 +223,8 @@ class IngestionService:
             return IngestResult(filename, "unchanged", meta.policy_id, meta.version,
                                 seconds=time.perf_counter() - started)
         try:
-            rows = self._index_chunks(version_id, prepared)
+            with _Heartbeat(self.session_factory, version_id):
+                rows = self._index_chunks(version_id, prepared)
             self._publish(version_id, prepared, rows, actor, request_id or uuid.uuid4().hex)
         except BaseException:
             self._discard(version_id)
@@ -201,6 +278,8 @@ class IngestionService:
                 classification=meta.classification, effective_date=meta.effective_date,
                 content_sha256=prepared.content_sha256, source_name=prepared.source,
                 index_name=self.index_name, status="pending", clause_count=0, chunk_count=0,
+                ingest_host=self.owner.host, ingest_pid=self.owner.pid, ingest_token=self.owner.token,
+                heartbeat_at=_now(),
             )
             session.add(row)
             session.flush()
@@ -224,7 +303,12 @@ class IngestionService:
         meta = prepared.metadata
         with transaction(self.session_factory) as session:
             session.connection(execution_options={"immediate": True})
-            version = session.get(DocumentVersion, version_id)
+            version = session.get(DocumentVersion, version_id, with_for_update=True)
+            if version is None or version.status != "pending":
+                raise DocumentConflict(
+                    f"{prepared.source}: {meta.policy_id} version {meta.version} was discarded while it was being "
+                    "indexed (recovery in another process took it for a crashed run); nothing was published — "
+                    "ingest it again")
             ordinal = 0
             for chunk_ordinal, (point_id, chunk) in enumerate(rows):
                 session.add(Chunk(id=point_id, version_id=version_id, ordinal=chunk_ordinal,
@@ -270,19 +354,59 @@ class IngestionService:
                 _delete_pending_row(session, row)
 
     def recover_pending(self) -> int:
-        """Discard versions a killed process left pending; returns how many."""
+        """Discard versions a killed process left pending; returns how many.
+
+        A version another live process is still indexing is left alone.
+        """
+        now, me = _now(), this_process()
         with transaction(self.session_factory) as session:
-            pending = [(v.id, v.index_name) for v in session.scalars(
-                select(DocumentVersion).where(DocumentVersion.status == "pending"))]
+            pending = []
+            for v in session.scalars(select(DocumentVersion).where(DocumentVersion.status == "pending")):
+                owner = IngestOwner(v.ingest_host, v.ingest_pid, v.ingest_token) if v.ingest_host else None
+                if owner_is_gone(owner, v.heartbeat_at, now, me):
+                    pending.append((v.id, v.index_name))
+                else:
+                    log.info("ingest.pending_in_progress", version_id=v.id, host=v.ingest_host, pid=v.ingest_pid)
         for version_id, index_name in pending:
             if self.index.collection_exists(index_name):
                 self.index.delete_versions(index_name, [version_id])
             with transaction(self.session_factory) as session:
-                row = session.get(DocumentVersion, version_id)
+                # Locked, so a version published meanwhile is seen as published and kept.
+                session.connection(execution_options={"immediate": True})
+                row = session.get(DocumentVersion, version_id, with_for_update=True)
                 if row is not None and row.status == "pending":
                     _delete_pending_row(session, row)
             log.warning("ingest.pending_discarded", version_id=version_id)
         return len(pending)
+
+
+class _Heartbeat:
+    """Refreshes a pending version's heartbeat while this process indexes it, so recovery
+    elsewhere can tell a long ingestion from a crashed one."""
+
+    def __init__(self, session_factory: sessionmaker[Session], version_id: int) -> None:
+        self.session_factory = session_factory
+        self.version_id = version_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-heartbeat-{version_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with transaction(self.session_factory) as session:
+                    session.execute(update(DocumentVersion).where(
+                        DocumentVersion.id == self.version_id, DocumentVersion.status == "pending")
+                        .values(heartbeat_at=_now()))
+            except Exception:  # noqa: BLE001 - a missed beat is retried; publishing checks the row itself
+                log.warning("ingest.heartbeat_failed", version_id=self.version_id, exc_info=True)
 
 
 def _delete_pending_row(session: Session, row: DocumentVersion) -> None:

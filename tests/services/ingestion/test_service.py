@@ -7,7 +7,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,16 @@ def fresh(tmp_path, stack):
     settings = make_settings(tmp_path / "data")
     upgrade(settings.sqlalchemy_url)
     runtime = build_runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def fresh_db(tmp_path, stack, db_url):
+    """Like `fresh`, on SQLite and on PostgreSQL: for what two processes do to one database."""
+    from services.runtime import build_runtime
+
+    runtime = build_runtime(make_settings(tmp_path / "data", database_url=db_url))
     yield runtime
     runtime.close()
 
@@ -177,3 +189,166 @@ def test_killed_ingestion_leaves_no_visible_version_and_next_run_recovers(tmp_pa
         assert runtime.index.count(runtime.identity.index_name) == chunks  # the killed run's points are gone
     finally:
         runtime.close()
+
+
+class PausedIndex:
+    """The live ingestion's index: it writes its points, then waits until the test lets it go on."""
+
+    def __init__(self, index) -> None:  # noqa: ANN001
+        self.index = index
+        self.written = threading.Event()
+        self.go_on = threading.Event()
+
+    def upsert(self, name, points) -> None:  # noqa: ANN001
+        self.index.upsert(name, points)
+        self.written.set()
+        assert self.go_on.wait(60), "the test never let the ingestion go on"
+
+    def __getattr__(self, name):  # noqa: ANN001, ANN204
+        return getattr(self.index, name)
+
+
+def start_live_ingestion(runtime, data: bytes, **service_options):  # noqa: ANN001, ANN201
+    """A second IngestionService on the same database and index, stopped mid-ingestion (pending)."""
+    from services.ingestion.service import IngestionService
+
+    paused = PausedIndex(runtime.index)
+    live = IngestionService(runtime.session_factory, paused, runtime.embedder, runtime.policy,
+                            runtime.identity.index_name, runtime.settings.max_upload_bytes, **service_options)
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = live.ingest_bytes("complaints.md", data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert paused.written.wait(60), outcome
+    return paused, thread, outcome
+
+
+def live_owners():  # noqa: ANN201
+    from services.ingestion.service import IngestOwner, this_process
+
+    me = this_process()
+    # This process (the API server's own threads), and another running process on this host.
+    return [None, IngestOwner(me.host, os.getppid(), "another-process-token")]
+
+
+@pytest.mark.parametrize("owner", live_owners(), ids=["this-process", "another-live-process"])
+def test_recovery_leaves_a_live_ingestion_alone_and_it_publishes(fresh_db, owner):
+    # `policyhub ingest` run while the server ingested used to delete the server's pending
+    # version, whose ingestion then failed with "'NoneType' object has no attribute ...".
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
+    paused, thread, outcome = start_live_ingestion(fresh_db, data, **({"owner": owner} if owner else {}))
+    try:
+        assert fresh_db.ingestion.recover_pending() == 0
+        assert versions(fresh_db, "TEST-CMP") == {"3.1": ("pending", 0)}
+    finally:
+        paused.go_on.set()
+        thread.join(60)
+    assert "error" not in outcome, outcome
+    assert outcome["result"].status == "published"
+    assert versions(fresh_db, "TEST-CMP") == {"3.1": ("active", 1)}
+    assert fresh_db.index.count(fresh_db.identity.index_name) == 1
+
+
+def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_stores_nothing(fresh_db):
+    from sqlalchemy import update
+
+    from services.db.models import DocumentVersion
+    from services.ingestion.service import STALE_PENDING_AFTER
+
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
+    before = stored_rows(fresh_db)
+    paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=live_owners()[1])
+    try:
+        # From another process, a heartbeat this old is taken for a crashed run (its pid may be reused).
+        with fresh_db.session_factory.begin() as s:
+            s.execute(update(DocumentVersion).values(
+                heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
+        assert fresh_db.ingestion.recover_pending() == 1
+    finally:
+        paused.go_on.set()
+        thread.join(60)
+    assert isinstance(outcome.get("error"), DocumentConflict), outcome
+    assert "TEST-CMP version 3.1 was discarded while it was being indexed" in outcome["error"].detail
+    assert "ingest it again" in outcome["error"].detail
+    assert stored_rows(fresh_db) == before
+    assert fresh_db.index.count(fresh_db.identity.index_name) == 0  # the points written after recovery are gone
+    assert fresh_db.ingestion.ingest_bytes("complaints.md", data).status == "published"
+
+
+def test_recovery_discards_a_pending_version_whose_process_has_exited(fresh_db):
+    from services.ingestion.service import IngestionService, IngestOwner, this_process
+
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = IngestOwner(this_process().host, int(exited.stdout), "exited-process-token")
+    crashed = IngestionService(fresh_db.session_factory, fresh_db.index, fresh_db.embedder, fresh_db.policy,
+                               fresh_db.identity.index_name, fresh_db.settings.max_upload_bytes, owner=dead)
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
+    crashed._reserve_version(crashed.prepare("complaints.md", data, {}))
+    assert versions(fresh_db, "TEST-CMP") == {"3.1": ("pending", 0)}
+    assert fresh_db.ingestion.recover_pending() == 1
+    assert versions(fresh_db, "TEST-CMP") == {}
+    assert fresh_db.ingestion.ingest_bytes("complaints.md", data).status == "published"
+
+
+def test_the_heartbeat_of_a_live_ingestion_moves(fresh, monkeypatch):
+    from sqlalchemy import select
+
+    from services.db.models import DocumentVersion
+    from services.ingestion import service
+
+    monkeypatch.setattr(service, "HEARTBEAT_SECONDS", 0.05)
+
+    def heartbeat():  # noqa: ANN202
+        with fresh.session_factory() as s:
+            return s.scalars(select(DocumentVersion.heartbeat_at)).one()
+
+    paused, thread, outcome = start_live_ingestion(fresh, (FIXTURE_CORPUS / "complaints.md").read_bytes())
+    try:
+        first = heartbeat()
+        deadline = time.time() + 10
+        while heartbeat() == first and time.time() < deadline:
+            time.sleep(0.05)
+        assert heartbeat() > first
+    finally:
+        paused.go_on.set()
+        thread.join(60)
+    assert outcome["result"].status == "published"
+
+
+@pytest.mark.parametrize(("case", "gone"), [
+    ("this process", False),
+    ("another running process on this host", False),
+    ("an exited process on this host", True),
+    ("an earlier process that had this pid", True),
+    ("another host, heartbeat recent", False),
+    ("another host, heartbeat stale", True),
+    ("this process, heartbeat stale", False),
+    ("another running process on this host, heartbeat stale", True),
+    ("no owner (pending before migration 0004)", True),
+])
+def test_which_pending_versions_recovery_may_discard(case, gone):
+    from services.ingestion.service import STALE_PENDING_AFTER, IngestOwner, owner_is_gone
+
+    me = IngestOwner("bank-app-1/pidns:4026531836", 4242, "a" * 32)
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    recent, stale = now - timedelta(seconds=40), now - STALE_PENDING_AFTER - timedelta(seconds=1)
+    owner, heartbeat = {
+        "this process": (me, recent),
+        "another running process on this host": (IngestOwner(me.host, 77, "b" * 32), recent),
+        "an exited process on this host": (IngestOwner(me.host, 78, "b" * 32), recent),
+        "an earlier process that had this pid": (IngestOwner(me.host, me.pid, "c" * 32), recent),
+        "another host, heartbeat recent": (IngestOwner("bank-app-2/pidns:4026531836", 78, "d" * 32), recent),
+        "another host, heartbeat stale": (IngestOwner("bank-app-2/pidns:4026531836", 78, "d" * 32), stale),
+        "this process, heartbeat stale": (me, stale),  # this process knows it is at work
+        "another running process on this host, heartbeat stale": (IngestOwner(me.host, 77, "b" * 32), stale),
+        "no owner (pending before migration 0004)": (None, None),
+    }[case]
+    # SQLite hands the heartbeat back without its zone: both forms must compare.
+    for stored in (heartbeat, heartbeat and heartbeat.replace(tzinfo=None)):
+        assert owner_is_gone(owner, stored, now, me, pid_running=lambda pid: pid == 77) is gone
