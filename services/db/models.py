@@ -1,4 +1,5 @@
-"""Tables of the running system: users and their keys, documents, versions, clauses, chunks."""
+"""Tables of the running system: users and their keys, signed-out web sessions, documents, versions,
+clauses, chunks."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ class User(Base):
     key_prefix: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RevokedWebSession(Base):
+    """A browser session signed out before its cookie expired: refused until it would have expired anyway."""
+
+    __tablename__ = "revoked_web_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Document(Base):

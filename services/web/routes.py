@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -65,9 +66,11 @@ from services.web.feedback import feedback_for, record_feedback
 from services.web.operations import request_facts, summarize, tier_label, top_tier_model
 from services.web.session import (
     SESSION_COOKIE,
+    WebSession,
     clear_session_cookie,
     cookie_is_secure,
     decode_session,
+    end_session,
     session_principal,
     set_session_cookie,
     start_session,
@@ -172,6 +175,7 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 class WebUser:
     principal: Principal
     csrf_token: str
+    session: WebSession
 
     @property
     def role(self) -> str:
@@ -191,7 +195,7 @@ def web_user(request: Request, runtime: RuntimeDep) -> WebUser:
         principal = session_principal(db, secret, session)
     if principal is None:
         raise LoginRequired
-    user = WebUser(principal, csrf_token_for(secret, session.sid))
+    user = WebUser(principal, csrf_token_for(secret, session.sid), session)
     request.state.principal = principal
     request.state.web_user = user
     structlog.contextvars.bind_contextvars(actor=principal.name)
@@ -334,7 +338,13 @@ def login(request: Request, runtime: RuntimeDep, api_key: Annotated[str, Form(ma
 
 
 @router.post("/logout")
-def logout(request: Request, user: AnyPost) -> Response:
+def logout(request: Request, user: AnyPost, runtime: RuntimeDep) -> Response:
+    """End the session on the server too: a copy of the cookie is refused from now on."""
+    try:
+        with transaction(runtime.session_factory) as db:
+            end_session(db, user.session)
+    except IntegrityError:
+        pass  # the same session signed out twice at once (two tabs): it is revoked either way
     log.info("web.signed_out", actor=user.principal.name)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response, request)

@@ -4,7 +4,9 @@ The cookie never holds the API key. It holds the user id, a random session id (t
 CSRF token is derived from it), the issue time and a binding to the user's current
 key hash, all signed with HMAC-SHA256 under `settings.session_secret`. Rotating or
 deactivating a user's key therefore ends every browser session of that user, and a
-cookie forged or altered without the secret is ignored.
+cookie forged or altered without the secret is ignored. Signing out records the session
+id as revoked until the cookie would have expired anyway, so a copy of the cookie taken
+before is refused after; the user's other sessions carry on.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import Request, Response
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from services.db.models import User
+from services.db.models import RevokedWebSession, User
 from services.users.service import Principal, authenticate
 
 SESSION_COOKIE = "policyhub_session"
 SESSION_MAX_AGE_S = 8 * 3600  # one working day; then sign in again
+CLOCK_SKEW_S = 60  # between workers, tolerated on both sides of a session's lifetime
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -79,7 +83,7 @@ def decode_session(secret: str, token: str | None, now: float | None = None,
     except (binascii.Error, ValueError, KeyError, TypeError):
         return None
     age = (time.time() if now is None else now) - session.issued_at
-    if age < -60 or age > max_age_s:  # a minute of clock skew between workers is tolerated
+    if age < -CLOCK_SKEW_S or age > max_age_s:
         return None
     return session
 
@@ -94,11 +98,26 @@ def start_session(db: Session, secret: str, api_key: str | None) -> tuple[Princi
 
 
 def session_principal(db: Session, secret: str, session: WebSession) -> Principal | None:
-    """The user behind a valid session, if still active and still holding the same key."""
+    """The user behind a valid session, if not signed out, still active and still holding the same key."""
+    if db.get(RevokedWebSession, session.sid) is not None:  # one primary-key lookup per request
+        return None
     user = db.scalars(select(User).where(User.id == session.user_id, User.active.is_(True))).first()
     if user is None or not hmac.compare_digest(key_binding(secret, user.api_key_sha256), session.key_binding):
         return None
     return Principal(id=user.id, name=user.name, role=user.role, clearance=user.clearance)
+
+
+def end_session(db: Session, session: WebSession, now: float | None = None) -> None:
+    """Refuse this session from now on, until its cookie would have expired anyway.
+
+    Revocations past that point can no longer matter, so each sign-out first deletes them
+    (an indexed range delete): the table holds at most a working day of sign-outs.
+    """
+    now = time.time() if now is None else now
+    db.execute(delete(RevokedWebSession).where(RevokedWebSession.expires_at < datetime.fromtimestamp(now, UTC)))
+    # Another worker's clock may run behind ours: keep the row until its expiry too.
+    expires_at = datetime.fromtimestamp(session.issued_at + SESSION_MAX_AGE_S + CLOCK_SKEW_S, UTC)
+    db.add(RevokedWebSession(sid=session.sid, expires_at=expires_at))
 
 
 def cookie_is_secure(request: Request) -> bool:

@@ -6,9 +6,17 @@ import subprocess
 import sys
 
 import pytest
+from alembic import command
 from sqlalchemy import inspect
 
-from services.db.session import current_revision, head_revision, make_engine, require_current_schema, upgrade
+from services.db.session import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    require_current_schema,
+    upgrade,
+)
 from services.errors import SchemaOutOfDate
 
 
@@ -17,8 +25,18 @@ def test_migrations_reach_head_with_every_table(db_url):
     assert current_revision(engine) == head_revision()
     tables = set(inspect(engine).get_table_names())
     assert {"users", "documents", "document_versions", "chunks", "clauses", "registered_models",
-            "model_signoffs", "audit_records"} <= tables
+            "model_signoffs", "audit_records", "revoked_web_sessions"} <= tables
     require_current_schema(engine)
+
+
+def test_signed_out_sessions_downgrade_and_upgrade_again(db_url):
+    command.downgrade(alembic_config(db_url), "0004")
+    engine = make_engine(db_url)
+    assert "revoked_web_sessions" not in inspect(engine).get_table_names()
+    upgrade(db_url)
+    assert current_revision(engine) == head_revision()
+    assert "revoked_web_sessions" in inspect(engine).get_table_names()
+    engine.dispose()
 
 
 def test_an_old_schema_is_refused(tmp_path):
