@@ -104,3 +104,45 @@ def test_ask_with_a_bad_as_of_date_is_refused_and_audited(stack, monkeypatch):
     assert trace["error"] == {"error": "invalid_request", "detail": "--as-of '2025-13-01' is not a date (YYYY-MM-DD)",
                               "status": 422}
     assert json.loads(record.payload)["response"] is None
+
+
+BRACKETED_TITLE = "Travel [bold]rules[/bold] and [/x] limits"
+
+
+@pytest.mark.integration
+def test_documents_list_prints_a_title_with_brackets_as_written(tmp_path, monkeypatch):
+    # A title is the document's own text: as Rich markup "[bold]" would vanish and "[/x]" raise a MarkupError.
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = (CORPUS / "complaints.md").read_text(encoding="utf-8")
+    (corpus / "travel.md").write_text(text.replace("title: Customer Complaints Handling Policy",
+                                                   f'title: "{BRACKETED_TITLE}"'), encoding="utf-8")
+    try:
+        assert run("db", "upgrade").exit_code == 0
+        ingested = run("ingest", str(corpus))
+        assert ingested.exit_code == 0, ingested.output
+        listed = run("documents", "list")
+    finally:
+        get_settings.cache_clear()
+    assert listed.exit_code == 0, listed.output
+    assert BRACKETED_TITLE in listed.output
+
+
+@pytest.mark.unit
+def test_table_cells_are_text_as_written_unless_styled_on_purpose():
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from services.cli_support import add_plain_row
+
+    table = Table("question", "seq", "flag")
+    add_plain_row(table, "Is [1] or [/x] [bold]allowed[/bold]?", 42, Text("ALERT", style="red"))
+    console = Console(width=200, record=True, force_terminal=True)
+    console.print(table)
+    plain, styled = console.export_text(clear=False), console.export_text(styles=True)
+    assert "Is [1] or [/x] [bold]allowed[/bold]?" in plain and "42" in plain
+    assert "\x1b[31mALERT" in styled  # a style given on purpose survives

@@ -46,6 +46,9 @@ def test_generation_model_lifecycle_from_the_cli(cli):
     rows = json.loads(cli("models", "list", "--json").stdout)
     assert [(r["key"], r["kind"], r["status"]) for r in rows] == [(SMOLLM, "generation", "rejected")]
     assert rows[0]["pending_signoffs"] == ["enterprise_architecture", "information_security", "model_risk"]
+    table = cli("models", "list")
+    assert table.exit_code == 0, table.output
+    assert SMOLLM in table.stdout and "enterprise_architecture, information_security, model_risk" in table.stdout
     assert cli("models", "retire", SMOLLM, "--reason", "superseded").exit_code == 0
     assert json.loads(cli("models", "list", "--json").stdout)[0]["status"] == "retired"
 

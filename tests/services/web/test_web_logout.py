@@ -41,7 +41,8 @@ def sign_in(runtime, key: str) -> str:  # noqa: ANN001
 
 def with_cookie(runtime, cookie: str) -> dict[str, str]:  # noqa: ANN001
     secret = runtime.settings.session_secret.get_secret_value()
-    return {"cookie": f"{SESSION_COOKIE}={cookie}", CSRF_HEADER: csrf_token_for(secret, decode_session(secret, cookie).sid)}
+    return {"cookie": f"{SESSION_COOKIE}={cookie}",
+            CSRF_HEADER: csrf_token_for(secret, decode_session(secret, cookie).sid)}
 
 
 def test_a_cookie_copied_before_sign_out_is_refused_after_it(web):
