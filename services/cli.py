@@ -31,7 +31,7 @@ for sub, name in ((db_app, "db"), (users_app, "users"), (docs_app, "documents"),
                   (bench_app, "bench"), (policy_app, "policy")):
     app.add_typer(sub, name=name)
 
-console = Console()
+console = Console(markup=False)  # printed values come from outside: see cli_support
 
 
 def _runtime(with_models: bool = True):  # noqa: ANN202

@@ -13,7 +13,9 @@ from rich.text import Text
 
 from governance.errors import PolicyHubError
 
-err_console = Console(stderr=True)
+# markup=False: what these print (names, ids, titles, paths, error messages) comes from outside and
+# may hold "[bold]" or "[/x]"; the few styled words are Text objects.
+err_console = Console(stderr=True, markup=False)
 
 
 def print_error(label: str, message: object) -> None:

@@ -24,7 +24,7 @@ models_app = typer.Typer(help="Model registry: register, benchmark, sign off, ac
                          no_args_is_help=True)
 drift_app = typer.Typer(help="Quality drift: gold re-run, live signals, labelled samples.", no_args_is_help=True)
 
-console = Console()
+console = Console(markup=False)  # printed values come from outside: see cli_support
 
 
 def _actor(signer: str | None = None, role: str = "model_risk"):  # noqa: ANN202
@@ -52,11 +52,12 @@ def _print_report(report: dict) -> None:
         add_plain_row(table, "answerable refused", str(m["refusal"]["false_refusal_rate"]), "")
         add_plain_row(table, "routing accuracy", str(m["routing"]["accuracy"]), "")
     console.print(table)
-    status = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    console.print(f"{report['model']['key']} on {report['dataset']} {report['dataset_version']}: {status} "
-                  f"({m['queries']} graded of {report['queries']} queries, {report['seconds']:.0f} s)")
+    status = ("PASSED", "green") if report["passed"] else ("FAILED", "red")
+    console.print(Text.assemble(f"{report['model']['key']} on {report['dataset']} {report['dataset_version']}: ",
+                                status, f" ({m['queries']} graded of {report['queries']} queries, "
+                                f"{report['seconds']:.0f} s)"))
     for failure in report["threshold_failures"]:
-        console.print(f"  [red]✗[/red] {failure}", highlight=False)
+        console.print(Text.assemble("  ", ("✗", "red"), f" {failure}"), highlight=False)
     if report.get("report_id"):
         console.print(f"stored as report {report['report_id']}")
 
@@ -332,7 +333,7 @@ def drift_run(
             if s["note"] and s["significant"]:
                 console.print(f"  {s['signal']}: {s['note']}", highlight=False)
     if result["alerts"]:
-        err_console.print(f"[red]{len(result['alerts'])} drift alert(s) recorded[/red]")
+        err_console.print(Text(f"{len(result['alerts'])} drift alert(s) recorded", style="red"))
         raise typer.Exit(1)
 
 

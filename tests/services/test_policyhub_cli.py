@@ -146,3 +146,19 @@ def test_table_cells_are_text_as_written_unless_styled_on_purpose():
     plain, styled = console.export_text(clear=False), console.export_text(styles=True)
     assert "Is [1] or [/x] [bold]allowed[/bold]?" in plain and "42" in plain
     assert "\x1b[31mALERT" in styled  # a style given on purpose survives
+
+
+@pytest.mark.integration
+def test_users_add_prints_a_name_with_brackets_as_written(tmp_path, monkeypatch):
+    # Not only tables: every console line prints outside text (names, ids, paths) as written.
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    name = "ops [/x] [bold]team[/bold]"
+    try:
+        assert run("db", "upgrade").exit_code == 0
+        added = run("users", "add", name, "--role", "staff")
+    finally:
+        get_settings.cache_clear()
+    assert added.exit_code == 0, added.output
+    assert f"user {name} (staff, clearance internal) added" in added.output
