@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_support import add_plain_row, cli_errors, err_console, load_settings as _settings, print_error, staged
+from services.cli_support import cli_errors, err_console, load_settings as _settings, print_error, staged
 from services.benchmark.cli import benchmark_app, drift_app, models_app
 
 app = typer.Typer(help="policyhub: governed knowledge hub for bank policies and procedures.",
@@ -132,7 +132,7 @@ def users_list() -> None:
     table = Table("name", "role", "clearance", "key prefix", "active")
     with runtime.session_factory() as session:
         for u in list_users(session):
-            add_plain_row(table, u.name, u.role, u.clearance, u.key_prefix + "…", str(u.active))
+            table.add_row(u.name, u.role, u.clearance, u.key_prefix + "…", str(u.active))
     console.print(table)
 
 
@@ -192,7 +192,7 @@ def documents_list() -> None:
     with runtime.session_factory() as session:
         for v in session.scalars(select(DocumentVersion).order_by(DocumentVersion.policy_id,
                                                                   DocumentVersion.effective_date)):
-            add_plain_row(table, v.policy_id, v.version, v.title, v.classification, v.effective_date.isoformat(),
+            table.add_row(v.policy_id, v.version, v.title, v.classification, v.effective_date.isoformat(),
                           v.status, str(v.clause_count), str(v.chunk_count))
     console.print(table)
 
@@ -227,11 +227,11 @@ def ask(
     if as_json:
         print(json.dumps(answer.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
-    console.print(answer.answer, markup=False, highlight=False)  # quoted policy text may hold "[see 4.2]"
+    console.print(answer.answer, highlight=False)  # no markup: quoted policy text may hold "[see 4.2]"
     if answer.citations:
         table = Table("policy", "clause", "version", "effective", "score")
         for c in answer.citations:
-            add_plain_row(table, f"{c.policy_title} ({c.policy_id})", c.clause, c.version, c.effective_date,
+            table.add_row(f"{c.policy_title} ({c.policy_id})", c.clause, c.version, c.effective_date,
                           f"{c.score:.3f}")
         console.print(table)
     model = f"{answer.model.name}@{answer.model.version} ({answer.model.zone})" if answer.model else "no model"
@@ -390,7 +390,7 @@ def audit_list(
         records, total = list_records(session, _audit_filter(user, role, tier, refused, q, since, until), limit=limit)
         table = Table("seq", "time", "user", "event", "tier", "refused", "question")
         for r in records:
-            add_plain_row(table, str(r.seq), r.created_at.isoformat(timespec="seconds"), r.actor, r.event,
+            table.add_row(str(r.seq), r.created_at.isoformat(timespec="seconds"), r.actor, r.event,
                           "" if r.tier is None else str(r.tier), str(r.refused), (r.question or "")[:60])
     console.print(table)
     console.print(f"{len(records)} of {total}")

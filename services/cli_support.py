@@ -1,4 +1,4 @@
-"""What every `policyhub` command group shares: error printing, table rows and settings start-up."""
+"""What every `policyhub` command group shares: error printing and settings start-up."""
 
 from __future__ import annotations
 
@@ -8,27 +8,19 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 from rich.text import Text
 
 from governance.errors import PolicyHubError
 
-# markup=False: what these print (names, ids, titles, paths, error messages) comes from outside and
-# may hold "[bold]" or "[/x]"; the few styled words are Text objects.
+# markup=False on every CLI console: what they print (names, ids, titles, clause text, questions,
+# error messages, table cells) comes from outside and may hold "[bold]" or "[/x]"; the few styled
+# words are Text objects.
 err_console = Console(stderr=True, markup=False)
 
 
 def print_error(label: str, message: object) -> None:
     """`label` in red, then `message` exactly as written: brackets in it ("[/x]") are not Rich markup."""
     err_console.print(Text.assemble((label, "red"), " ", str(message)), highlight=False)
-
-
-def add_plain_row(table: Table, *cells: object) -> None:
-    """A row whose cells print exactly as written: titles, clauses and questions may hold "[bold]" or "[/x]".
-
-    A `Text` cell keeps its own style, for the few cells styled on purpose.
-    """
-    table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells))
 
 
 def cli_errors(fn):  # noqa: ANN001, ANN201

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from services.cli_support import add_plain_row, cli_errors, err_console, load_settings as _settings, staged
+from services.cli_support import cli_errors, err_console, load_settings as _settings, staged
 
 benchmark_app = typer.Typer(help="Benchmark embedding models on the gold set or ObliQA.", no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: register, benchmark, sign off, activate, retire.",
@@ -44,13 +44,13 @@ def _print_report(report: dict) -> None:
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "mrr", "map_at_10", "ndcg_at_10"):
         if name in m:
             minimum = report["thresholds"].get(name)
-            add_plain_row(table, name, f"{m[name]:.4f}", "" if minimum is None else f"{minimum}")
+            table.add_row(name, f"{m[name]:.4f}", "" if minimum is None else f"{minimum}")
     lat = m["retrieval_latency_ms"]
-    add_plain_row(table, "retrieval p50 / p95 ms", f"{lat['p50']:.1f} / {lat['p95']:.1f}", "")
+    table.add_row("retrieval p50 / p95 ms", f"{lat['p50']:.1f} / {lat['p95']:.1f}", "")
     if m["refusal"]["queries"]:
-        add_plain_row(table, "must-refuse refused", str(m["refusal"]["refusal_recall"]), "")
-        add_plain_row(table, "answerable refused", str(m["refusal"]["false_refusal_rate"]), "")
-        add_plain_row(table, "routing accuracy", str(m["routing"]["accuracy"]), "")
+        table.add_row("must-refuse refused", str(m["refusal"]["refusal_recall"]), "")
+        table.add_row("answerable refused", str(m["refusal"]["false_refusal_rate"]), "")
+        table.add_row("routing accuracy", str(m["routing"]["accuracy"]), "")
     console.print(table)
     status = ("PASSED", "green") if report["passed"] else ("FAILED", "red")
     console.print(Text.assemble(f"{report['model']['key']} on {report['dataset']} {report['dataset_version']}: ",
@@ -257,7 +257,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         rep = r["latest_gold_report"] or {}
         m = rep.get("metrics", {})
         fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-        add_plain_row(table, r["key"], r["kind"], r["status"], r["fingerprint"][:12], fmt(m.get("recall_at_5")),
+        table.add_row(r["key"], r["kind"], r["status"], r["fingerprint"][:12], fmt(m.get("recall_at_5")),
                       fmt(m.get("recall_at_10")), fmt(m.get("mrr")),
                       f"#{rep['id']} {rep['dataset_version']} {'pass' if rep['passed'] else 'FAIL'}" if rep else "",
                       ", ".join(r["pending_signoffs"]))
@@ -321,7 +321,7 @@ def drift_run(
         fmt = lambda v, spec=".4f": "" if v is None else format(v, spec)  # noqa: E731
         shifts = ([result["gold"]["shift"]] if "gold" in result else []) + result["live"]["shifts"]
         for s in shifts:
-            add_plain_row(table, s["signal"], s["test"], fmt(s["baseline"]), fmt(s["current"]),
+            table.add_row(s["signal"], s["test"], fmt(s["baseline"]), fmt(s["current"]),
                           fmt(s["relative_change"], "+.1%"), fmt(s["p_value"], ".2g"),
                           f"{s['n_baseline']}/{s['n_current']}",
                           Text("ALERT", style="red") if s["significant"] else "ok")

@@ -21,24 +21,35 @@ from services.config import get_settings
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 
 
+def run(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """Settings pointing at a throw-away data dir, for commands that build their own runtime."""
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
 @pytest.mark.unit
 @pytest.mark.parametrize("name", ["[bold]p[/bold]", "[/x]", "[1]"])
 def test_an_error_message_with_brackets_is_printed_as_written(tmp_path, name):
     # Rich markup would swallow "[bold]" or raise a MarkupError on "[/x]" instead of showing the error.
     missing = tmp_path / f"{name}.yaml"
-    result = CliRunner().invoke(app, ["policy", "check", str(missing)], env={"COLUMNS": "400"})
+    result = run("policy", "check", str(missing))
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)
     assert f"error: {missing}: cannot read the governance policy" in result.output
 
 
 @pytest.mark.integration
-def test_demo_creates_the_keys_file_private_from_the_start(tmp_path, monkeypatch):
+def test_demo_creates_the_keys_file_private_from_the_start(tmp_path, monkeypatch, data_dir):
     # Written first and narrowed after, the keys file would be readable by every local user for a
     # moment (under a permissive umask): it must never exist with a wider mode than 0600.
-    monkeypatch.setenv("POLICYHUB_ENV", "test")
-    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(CORPUS / "complaints.md", corpus)
@@ -56,21 +67,15 @@ def test_demo_creates_the_keys_file_private_from_the_start(tmp_path, monkeypatch
     monkeypatch.setattr(os, "chmod", recording_chmod)  # Path.chmod calls it too
     previous = os.umask(0)
     try:
-        result = CliRunner().invoke(app, ["demo", "--corpus", str(corpus), "--keys-file", str(keys_file)],
-                                    env={"COLUMNS": "400"})
+        result = run("demo", "--corpus", str(corpus), "--keys-file", str(keys_file))
     finally:
         os.umask(previous)
-        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
     assert keys_file not in narrowed  # created 0600, not created wider and narrowed afterwards
     keys = json.loads(keys_file.read_text())
     assert set(keys) == {"someone-earlier", "demo-staff", "demo-compliance", "demo-model-risk", "demo-admin"}
     assert not [p for p in keys_file.parent.iterdir() if p != keys_file]  # no temporary file left behind
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
 
 
 @pytest.mark.unit
@@ -110,55 +115,26 @@ BRACKETED_TITLE = "Travel [bold]rules[/bold] and [/x] limits"
 
 
 @pytest.mark.integration
-def test_documents_list_prints_a_title_with_brackets_as_written(tmp_path, monkeypatch):
+def test_documents_list_prints_a_title_with_brackets_as_written(tmp_path, data_dir):
     # A title is the document's own text: as Rich markup "[bold]" would vanish and "[/x]" raise a MarkupError.
-    monkeypatch.setenv("POLICYHUB_ENV", "test")
-    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     text = (CORPUS / "complaints.md").read_text(encoding="utf-8")
     (corpus / "travel.md").write_text(text.replace("title: Customer Complaints Handling Policy",
                                                    f'title: "{BRACKETED_TITLE}"'), encoding="utf-8")
-    try:
-        assert run("db", "upgrade").exit_code == 0
-        ingested = run("ingest", str(corpus))
-        assert ingested.exit_code == 0, ingested.output
-        listed = run("documents", "list")
-    finally:
-        get_settings.cache_clear()
+    assert run("db", "upgrade").exit_code == 0
+    ingested = run("ingest", str(corpus))
+    assert ingested.exit_code == 0, ingested.output
+    listed = run("documents", "list")
     assert listed.exit_code == 0, listed.output
     assert BRACKETED_TITLE in listed.output
 
 
-@pytest.mark.unit
-def test_table_cells_are_text_as_written_unless_styled_on_purpose():
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    from services.cli_support import add_plain_row
-
-    table = Table("question", "seq", "flag")
-    add_plain_row(table, "Is [1] or [/x] [bold]allowed[/bold]?", 42, Text("ALERT", style="red"))
-    console = Console(width=200, record=True, force_terminal=True)
-    console.print(table)
-    plain, styled = console.export_text(clear=False), console.export_text(styles=True)
-    assert "Is [1] or [/x] [bold]allowed[/bold]?" in plain and "42" in plain
-    assert "\x1b[31mALERT" in styled  # a style given on purpose survives
-
-
 @pytest.mark.integration
-def test_users_add_prints_a_name_with_brackets_as_written(tmp_path, monkeypatch):
+def test_users_add_prints_a_name_with_brackets_as_written(data_dir):
     # Not only tables: every console line prints outside text (names, ids, paths) as written.
-    monkeypatch.setenv("POLICYHUB_ENV", "test")
-    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
     name = "ops [/x] [bold]team[/bold]"
-    try:
-        assert run("db", "upgrade").exit_code == 0
-        added = run("users", "add", name, "--role", "staff")
-    finally:
-        get_settings.cache_clear()
+    assert run("db", "upgrade").exit_code == 0
+    added = run("users", "add", name, "--role", "staff")
     assert added.exit_code == 0, added.output
     assert f"user {name} (staff, clearance internal) added" in added.output
