@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from services.errors import InvalidRequest
+
+# Halves of ObliQA dev in file order, so a model can be trained on one and measured on the other:
+# split -> (file split, first index); every second question from there.
+OBLIQA_DERIVED_SPLITS = {"dev-train": ("dev", 1), "dev-heldout": ("dev", 0)}
 
 
 def find_obliqa_dir() -> Path:
@@ -46,3 +53,25 @@ def ingest_overrides(doc: ObliqaDocument) -> dict[str, str]:
 
 def load_questions(root: Path = DEFAULT_OBLIQA_DIR, split: str = "dev") -> list[dict]:
     return json.loads((root / f"ObliQA_{split}.json").read_text())
+
+
+def obliqa_split(root: Path, split: str) -> list[dict]:
+    """The questions of an ObliQA split: a file (`dev`) or a half of one (`dev-train` odd, `dev-heldout` even)."""
+    source, start = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
+    if start is None and not (root / f"ObliQA_{split}.json").exists():
+        raise InvalidRequest(f"unknown ObliQA split {split!r}; expected dev, "
+                             f"{', '.join(OBLIQA_DERIVED_SPLITS)} or a file ObliQA_SPLIT.json in {root}")
+    questions = load_questions(root, source)
+    return questions if start is None else questions[start::2]
+
+
+def obliqa_version(root: Path, split: str) -> str:
+    source, _ = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
+    digest = hashlib.sha256((root / f"ObliQA_{source}.json").read_bytes()).hexdigest()
+    return f"{split}-{digest[:12]}"
+
+
+def obliqa_passages(root: Path) -> list[dict]:
+    """The dataset's own passages (structured/), empty ones left out."""
+    files = sorted((root / "structured").glob("*.json"), key=lambda p: int(p.stem))
+    return [p for f in files for p in json.loads(f.read_text(encoding="utf-8")) if p["Passage"].strip()]

@@ -44,7 +44,8 @@ from services.bench.obliqa import (
     DEFAULT_OBLIQA_DIR,
     ingest_overrides,
     load_documents,
-    load_questions,
+    obliqa_split,
+    obliqa_version,
 )
 from services.benchmark.report import render_html
 from services.config import Settings
@@ -56,9 +57,6 @@ log = structlog.get_logger()
 
 DEFAULT_GOLD_DIR = Path(__file__).resolve().parents[2] / "gold_dataset"
 DATASETS = ("gold", "obliqa")
-# Halves of ObliQA dev in file order, so a model can be trained on one and measured on the other:
-# split -> (file split, first index); every second question from there.
-OBLIQA_DERIVED_SPLITS = {"dev-train": ("dev", 1), "dev-heldout": ("dev", 0)}
 RANK_DEPTH = 20  # clauses ranked per question: enough for Recall@20 and the recall-by-k chart
 MISSES_SHOWN = 50
 BENCHMARK_ACTOR = Actor("benchmark", "model_risk", channel="benchmark")
@@ -364,16 +362,6 @@ def _obliqa_questions(root: Path, split: str, document_ids: list[int], limit: in
     return questions[:limit]
 
 
-def obliqa_split(root: Path, split: str) -> list[dict]:
-    """The questions of an ObliQA split: a file (`dev`) or a half of one (`dev-train` odd, `dev-heldout` even)."""
-    source, start = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
-    if start is None and not (root / f"ObliQA_{split}.json").exists():
-        raise InvalidRequest(f"unknown ObliQA split {split!r}; expected dev, "
-                             f"{', '.join(OBLIQA_DERIVED_SPLITS)} or a file ObliQA_SPLIT.json in {root}")
-    questions = load_questions(root, source)
-    return questions if start is None else questions[start::2]
-
-
 def obliqa_passage_map(world: _World, root: Path) -> dict[tuple[str, str], str]:
     """(policy id, our clause number) -> the ObliQA passage that holds it.
 
@@ -436,12 +424,6 @@ def _miss(qid: str, category: str, question: str, gold: frozenset, ranked: tuple
     fmt = lambda key: f"{key[0]}§{key[2]}@{key[1]}"  # noqa: E731
     return {"id": qid, "category": category, "question": question, "gold": sorted(fmt(k) for k in gold),
             "top5": [fmt(k) for k in ranked[:5]]}
-
-
-def obliqa_version(root: Path, split: str) -> str:
-    source, _ = OBLIQA_DERIVED_SPLITS.get(split, (split, None))
-    digest = hashlib.sha256((root / f"ObliQA_{source}.json").read_bytes()).hexdigest()
-    return f"{split}-{digest[:12]}"
 
 
 # -- the report ---------------------------------------------------------------------------------

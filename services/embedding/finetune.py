@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from services.bench.obliqa import obliqa_passages, obliqa_split, obliqa_version
 from services.errors import InvalidRequest
 
 log = structlog.get_logger()
@@ -60,12 +61,6 @@ class FinetuneResult:
     steps: int
     seconds: float
     final_loss: float
-
-
-def obliqa_passages(root: Path) -> list[dict]:
-    """The dataset's own passages (structured/), empty ones left out."""
-    files = sorted((root / "structured").glob("*.json"), key=lambda p: int(p.stem))
-    return [p for f in files for p in json.loads(f.read_text(encoding="utf-8")) if p["Passage"].strip()]
 
 
 def _key(passage: dict) -> tuple[int, str]:
@@ -176,8 +171,6 @@ def finetune(base_path: Path, output: Path, examples: Sequence[TrainingExample],
 def finetune_obliqa(root: Path, split: str, base_path: Path, output: Path, config: FinetuneConfig = FinetuneConfig(),
                     *, limit: int | None = None, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune on an ObliQA training split (`dev-train`); refuses any split the benchmark measures on."""
-    from services.benchmark.runner import obliqa_split, obliqa_version
-
     if split not in TRAINING_SPLITS:
         raise InvalidRequest(f"{split!r} is not a training split; train on {', '.join(TRAINING_SPLITS)} and "
                              "measure on dev-heldout")
