@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from governance.errors import (  # noqa: F401  (re-exported: one place to import errors from)
     AuditUnavailable,
     ModelNotApproved,
@@ -26,6 +28,15 @@ class DocumentConflict(PolicyHubError):
 
 class InvalidRequest(PolicyHubError):
     status_code, error = 422, "invalid_request"
+
+
+def validation_detail(errors: Iterable[Mapping]) -> str:
+    """Pydantic validation errors as one detail line, "question: Field required; sla_ms: ...".
+
+    FastAPI prefixes a body field's location with "body"; that part is dropped.
+    """
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+                     for e in errors)
 
 
 class Unauthenticated(PolicyHubError):

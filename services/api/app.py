@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.config import Settings, get_settings
-from services.errors import PolicyHubError
+from services.errors import PolicyHubError, validation_detail
 from services.logging import configure_logging
 
 log = structlog.get_logger()
@@ -131,11 +131,7 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {err.get('msg')}")
-        detail = "; ".join(problems)
+        detail = validation_detail(exc.errors())
         if request.url.path in (ask.ASK_PATH, ask.CHAT_PATH):
             # A question refused as malformed is still a request the audit trail must show.
             try:

@@ -48,7 +48,7 @@ from services.api.deps import ALL_ROLES, COMPLIANCE_ROLES, MODEL_RISK_ROLES, Run
 from services.benchmark.runner import gold_dataset_version
 from services.db.models import ROLES
 from services.db.session import transaction
-from services.errors import InvalidRequest, NotFound, PolicyHubError, Unauthenticated
+from services.errors import InvalidRequest, NotFound, PolicyHubError, Unauthenticated, validation_detail
 from services.query.schemas import NOT_AVAILABLE, AskCreate
 from services.users.service import Principal
 from services.web import charts
@@ -395,8 +395,7 @@ async def web_ask(request: Request, user: AnyPost, runtime: RuntimeDep) -> Respo
     try:
         body = WebAskCreate.model_validate_json(raw)
     except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'body'}: {e['msg']}"
-                           for e in exc.errors(include_url=False))
+        detail = validation_detail(exc.errors(include_url=False))
         # A malformed question is still a request the audit trail must show; if its record cannot
         # be written, AuditUnavailable answers 503 (as the API does), never the 422.
         await run_in_threadpool(runtime.query.audit_rejected, user.principal, InvalidRequest(detail), "web",
