@@ -9,10 +9,14 @@ unavailable and why, and routing runs without it.
 
 Cost is the policy file's prices x token counts (on-prem models carry their amortised price).
 The counterfactual sends every request that was answered (by a model or a tier-0 quote) to the
-top approved tier instead; refusals cost nothing either way and are left out of it:
+top approved tier instead; refusals cost nothing either way and are left out of it. "Top" is
+the top approved model the request's effective classification may reach
+(`top_permitted_model`): the counterfactual is what a compliant system could have done, so a
+confidential request is never sent to a cloud model even in the comparison, and a request no
+model may see is served by the quote there too.
 
-* measured (default): the same prompt the request path builds is sent once to the top tier's
-  generator (`run_escalation` with that tier, then the quote as fallback, the way a router
+* measured (default): the same prompt the request path builds is sent once to that top
+  model's generator (`run_escalation` with that tier, then the quote as fallback, the way a router
   that always chose the top tier would serve it). Its real token counts price the request,
   and its citations give the baseline's citation correctness, so "no loss of citation
   correctness" is a comparison of two measured numbers.
@@ -46,6 +50,7 @@ from sqlalchemy import select
 from governance.approvals import Actor, register_generation_model, set_status
 from governance.policy import GovernancePolicy, ModelSpec, load_policy
 from governance.records.audit import AuditRecord
+from governance.residency import zone_permitted
 from services.bench.query import GOLD_DIR, percentiles
 from services.benchmark.runner import GoldQuery, gold_dataset_version, load_gold_queries
 from services.config import Settings
@@ -60,6 +65,7 @@ from services.users.service import Principal
 
 COST_REDUCTION_GOAL = 0.70  # issue 4: at least 70% below sending everything to the top approved tier
 BENCH_ACTOR = Actor("bench-tiering", "model_risk", channel="bench")
+WARM_UP_PROMPT = "Say OK."  # the one token each model is asked for before timing: no policy or request data
 Progress = Callable[[int, int], None]  # (done, total)
 
 
@@ -87,6 +93,13 @@ def stratified_subset(queries: Sequence[GoldQuery], limit: int | None) -> list[G
         quota[c] += 1
     picked = [ids[round(k * len(ids) / quota[c])] for c, ids in by_category.items() for k in range(quota[c])]
     return [queries[i] for i in sorted(picked)]
+
+
+def top_permitted_model(routable: dict[str, ModelSpec], classification: str,
+                        policy: GovernancePolicy) -> ModelSpec | None:
+    """The top approved model (highest tier, then dearest) whose zone this classification may reach, if any."""
+    permitted = [s for s in routable.values() if zone_permitted(s.zone, classification, policy)]
+    return max(permitted, key=lambda s: (s.tier, s.price_in_per_1k + s.price_out_per_1k, s.key), default=None)
 
 
 def citation_matches_gold(citation: tuple[str, str, str], gold: frozenset[tuple[str, str, str]]) -> bool:
@@ -179,20 +192,23 @@ def _prompt_chars(messages: list[dict]) -> int:
     return sum(len(str(m.get("content", ""))) for m in messages)
 
 
-def _run_top_tier(query, top: ModelSpec, question: str, clauses: list) -> dict:  # noqa: ANN001
-    """Serve one request the way a router that always chose the top tier would: that model, else the quote."""
+def _run_top_tier(query, top: ModelSpec | None, question: str, clauses: list) -> dict:  # noqa: ANN001
+    """Serve one request the way a router that always chose the top permitted model would: it, else the quote."""
     from services.query.escalation import run_escalation
     from services.query.router import QUOTE_CANDIDATE, Candidate, RouteDecision
 
-    candidate = Candidate(tier=top.tier, model_key=top.key, zone=top.zone, est_cost=0.0,
-                          reasons=("bench tiering: every request to the top approved tier",))
-    decision = RouteDecision(candidates=(candidate, QUOTE_CANDIDATE), risk="normal", human_review_required=False,
+    candidates = (QUOTE_CANDIDATE,) if top is None else (
+        Candidate(tier=top.tier, model_key=top.key, zone=top.zone, est_cost=0.0,
+                  reasons=("bench tiering: every request to the top approved tier it may reach",)), QUOTE_CANDIDATE)
+    decision = RouteDecision(candidates=candidates, risk="normal", human_review_required=False,
                              refused=False, refusal_reason=None, budget_exceeded=None, reasons=())
     started = time.perf_counter()
     outcome = run_escalation(decision, question, clauses, query.generators, retry_budget=0)
-    call = outcome.attempts[0]
-    return {"cost": outcome.cost, "input_tokens": call.input_tokens, "output_tokens": call.output_tokens,
-            "served_tier": outcome.tier, "outcome": call.outcome, "latency_ms": (time.perf_counter() - started) * 1000,
+    call = next((a for a in outcome.attempts if a.model_key is not None), None)
+    return {"model": top.key if top else None, "cost": outcome.cost,
+            "input_tokens": call.input_tokens if call else 0, "output_tokens": call.output_tokens if call else 0,
+            "served_tier": outcome.tier, "outcome": call.outcome if call else "quote",
+            "latency_ms": (time.perf_counter() - started) * 1000,
             "citations": [(c.policy_id, c.version, c.clause) for c in outcome.cited]}
 
 
@@ -226,7 +242,7 @@ def bench_tiering(limit: int | None = None, *, measure_baseline: bool = True,
             _warm_up(query, principal)
             rows = []
             for n, q in enumerate(queries, start=1):
-                rows.append(_run_one(query, principal, q, top, measure_baseline))
+                rows.append(_run_one(query, principal, q, routable, measure_baseline))
                 if progress:
                     progress(n, len(queries))
         finally:
@@ -240,12 +256,13 @@ def _warm_up(query, principal: Principal) -> None:  # noqa: ANN001
     query.ask(principal, AskCreate(question="What is the maximum LTV for a home loan?"), channel="bench")
     for generator in query.generators.values():
         try:
-            generator.generate([{"role": "user", "content": "Say OK."}], max_tokens=1)
+            generator.generate([{"role": "user", "content": WARM_UP_PROMPT}], max_tokens=1)
         except Exception:  # noqa: BLE001 - a failing model shows up, counted, in the run itself
             pass
 
 
-def _run_one(query, principal: Principal, q: GoldQuery, top: ModelSpec, measure_baseline: bool) -> dict:  # noqa: ANN001
+def _run_one(query, principal: Principal, q: GoldQuery, routable: dict[str, ModelSpec],  # noqa: ANN001
+             measure_baseline: bool) -> dict:
     request_id = f"tiering-{uuid.uuid4().hex[:12]}-{q.id}"
     row = {"query": q, "error": None}
     started = time.perf_counter()
@@ -257,14 +274,16 @@ def _run_one(query, principal: Principal, q: GoldQuery, top: ModelSpec, measure_
                 "tier": None, "cost": 0.0, "attempts": []}
         return row
     row |= {"latency_ms": (time.perf_counter() - started) * 1000, "tier": answer.tier, "cost": answer.cost,
-            "refused": answer.refused, "refusal_reason": answer.refusal_reason,
+            "classification": answer.effective_classification, "refused": answer.refused, "refusal_reason": answer.refusal_reason,
             "citations": [(c.policy_id, c.version, c.clause) for c in answer.citations],
             "attempts": _attempts(query.session_factory, request_id)}
     if answer.refused:
         return row
     question, clauses = generation_clauses(query, principal, q)
     sent = [(a["tier"], a["prompt"]) for a in row["attempts"] if a.get("prompt")]
-    row["prompt_chars"] = _prompt_chars(build_messages(question, clauses, top.tier))
+    top = top_permitted_model(routable, answer.effective_classification, query.policy)
+    row["baseline_model"] = top.key if top else None
+    row["prompt_chars"] = _prompt_chars(build_messages(question, clauses, top.tier if top else None))
     row["prompt_rebuilt_exactly"] = (all(p == build_messages(question, clauses, tier) for tier, p in sent)
                                      if sent else None)
     if measure_baseline:
@@ -281,15 +300,18 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
     if any(r["error"] for r in rows):
         buckets["error"] = [r for r in rows if r["error"]]
 
+    baseline_keys = {r["baseline_model"] for r in answered} - {None}
     top_calls = [a for r in rows for a in r["attempts"]
-                 if a["model_key"] == top.key and a["outcome"] not in ("skipped", "error", "timeout")]
+                 if a["model_key"] in baseline_keys and a["outcome"] not in ("skipped", "error", "timeout")]
     typical_output = statistics.median(a["output_tokens"] for a in top_calls) if top_calls else MAX_ANSWER_TOKENS
     estimated = 0.0
     for r in answered:
-        call = next((a for a in r["attempts"] if a["model_key"] == top.key and a["input_tokens"]), None)
+        if r["baseline_model"] is None:  # no model may see it: the quote, free
+            continue
+        call = next((a for a in r["attempts"] if a["model_key"] == r["baseline_model"] and a["input_tokens"]), None)
         tokens = ((call["input_tokens"], call["output_tokens"]) if call
                   else (r["prompt_chars"] // CHARS_PER_TOKEN + 1, typical_output))
-        estimated += generation_cost(top, *tokens)
+        estimated += generation_cost(routable[r["baseline_model"]], *tokens)
     actual = sum(r["cost"] for r in rows)
     counterfactual = sum(r["baseline"]["cost"] for r in answered) if measured else estimated
 
@@ -302,14 +324,17 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
                               "routable": spec.key in routable,
                               "endpoint": availability.get(spec.key, "in-process llama-cpp-python")}
                    for spec in policy.models},
-        "top_approved_tier": {"tier": top.tier, "model": top.key},
+        "top_approved_tier": {"tier": top.tier, "model": top.key,
+                              "baseline_requests_by_model": dict(Counter(
+                                  r["baseline_model"] or "none permitted: quote" for r in answered))},
         "traffic": {name: {"requests": len(rs), "share": round(len(rs) / total, 4),
                            "refused": sum(bool(r.get("refused")) for r in rs)} for name, rs in buckets.items()},
         "cost": {
             "total": round(actual, 8), "per_request": round(actual / total, 8),
             "by_tier": {name: round(sum(r["cost"] for r in rs), 8) for name, rs in buckets.items()},
             "counterfactual_all_top_tier": {
-                "basis": "measured: each answered request sent to the top tier" if measured else "estimated",
+                "basis": ("measured: each answered request sent to the top approved model its classification "
+                          "may reach" if measured else "estimated"),
                 "requests": len(answered), "total": round(counterfactual, 8),
                 "per_request": round(counterfactual / total, 8),
                 "estimated_total": round(estimated, 8)},
@@ -317,8 +342,8 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
             "goal": COST_REDUCTION_GOAL,
             "goal_met": bool(counterfactual) and 1 - actual / counterfactual >= COST_REDUCTION_GOAL,
         },
-        "label_routing": label_routing_ceiling(answered, routable, counterfactual) if measured else None,
-        "estimate_check": _estimate_check(answered, top, typical_output),
+        "label_routing": label_routing_ceiling(answered, routable, counterfactual, policy) if measured else None,
+        "estimate_check": _estimate_check(answered, typical_output),
         "correctness": _correctness(rows, buckets, answered, measured),
         "latency_ms": {name: percentiles([r["latency_ms"] for r in rs]) for name, rs in buckets.items()},
         "model_calls": _model_calls(rows),
@@ -329,27 +354,33 @@ def _report(queries: list[GoldQuery], rows: list[dict], policy: GovernancePolicy
     }
 
 
-def label_routing_ceiling(answered: list[dict], routable: dict[str, ModelSpec], counterfactual: float) -> dict:
+def label_routing_ceiling(answered: list[dict], routable: dict[str, ModelSpec], counterfactual: float,
+                          policy: GovernancePolicy) -> dict:
     """The cost reduction a router that knew each question's gold expected tier would reach.
 
     It bounds what better complexity classification can buy with this workload and model line-up:
     a request the gold set expects at tier 0 costs nothing, and so does one that must be refused;
     one expected at tier n >= 1 pays the cheapest routable model of tier n (or of the next tier
-    up that has one) on the tokens the top tier's measured call used. The small model's prompt is
-    shorter than the top tier's, so tier-1 requests are priced high and the ceiling is, if
-    anything, low.
+    up that has one) among those its effective classification may reach, on the tokens the
+    baseline's measured call used; a request no model may see is quoted, free. The small model's
+    prompt is shorter than the top tier's, so tier-1 requests are priced high and the ceiling is,
+    if anything, low.
     """
-    cheapest: dict[int, ModelSpec] = {}
-    for spec in sorted(routable.values(), key=lambda s: (s.price_in_per_1k + s.price_out_per_1k, s.key)):
-        cheapest.setdefault(spec.tier, spec)
     total, by_tier = 0.0, Counter()
     for r in answered:
         expected = r["query"].expected_tier
         if r["query"].expected_refusal or not expected:
             by_tier["refused" if r["query"].expected_refusal else "0"] += 1
             continue
+        cheapest: dict[int, ModelSpec] = {}
+        for spec in sorted(routable.values(), key=lambda s: (s.price_in_per_1k + s.price_out_per_1k, s.key)):
+            if zone_permitted(spec.zone, r["classification"], policy):
+                cheapest.setdefault(spec.tier, spec)
+        if not cheapest:
+            by_tier["0"] += 1
+            continue
         tier = min((t for t in cheapest if t >= expected), default=None)
-        if tier is None:  # nothing at or above the expected tier: the top tier's own measured cost
+        if tier is None:  # nothing at or above the expected tier: the baseline's own measured cost
             tier, cost = max(cheapest), r["baseline"]["cost"]
         else:
             cost = generation_cost(cheapest[tier], r["baseline"]["input_tokens"], r["baseline"]["output_tokens"])
@@ -357,13 +388,13 @@ def label_routing_ceiling(answered: list[dict], routable: dict[str, ModelSpec], 
         total += cost
     return {"requests_by_expected_tier": dict(sorted(by_tier.items())), "total": round(total, 8),
             "reduction": round(1 - total / counterfactual, 4) if counterfactual else None,
-            "basis": "each answered request at its gold expected tier, priced on the top tier's measured tokens"}
+            "basis": "each answered request at its gold expected tier, priced on the baseline's measured tokens"}
 
 
-def _estimate_check(answered: list[dict], top: ModelSpec, typical_output: float) -> dict:
-    """How the chars/4 prompt estimate compares with the top tier's real prompt token counts."""
+def _estimate_check(answered: list[dict], typical_output: float) -> dict:
+    """How the chars/4 prompt estimate compares with the top permitted model's real prompt token counts."""
     pairs = [(r["prompt_chars"] // CHARS_PER_TOKEN + 1, a["input_tokens"]) for r in answered for a in r["attempts"]
-             if a["model_key"] == top.key and a["input_tokens"]]
+             if a["model_key"] == r["baseline_model"] and a["input_tokens"]]
     pairs += [(r["prompt_chars"] // CHARS_PER_TOKEN + 1, r["baseline"]["input_tokens"]) for r in answered
               if "baseline" in r and r["baseline"]["input_tokens"]]
     return {"chars_per_token": CHARS_PER_TOKEN, "typical_output_tokens": typical_output,

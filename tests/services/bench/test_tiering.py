@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
+from governance.policy import DEFAULT_POLICY_PATH, ModelSpec, load_policy
 from services.bench.query import GOLD_DIR
-from governance.policy import ModelSpec
-from services.bench.tiering import bench_tiering, citation_matches_gold, label_routing_ceiling, stratified_subset
+from services.bench.tiering import (
+    WARM_UP_PROMPT,
+    bench_tiering,
+    citation_matches_gold,
+    label_routing_ceiling,
+    stratified_subset,
+    top_permitted_model,
+)
 from services.benchmark.runner import GoldQuery, load_gold_queries
 
 LIMIT = 12
@@ -40,16 +50,18 @@ def test_a_parent_clause_counts_for_a_gold_sub_item_but_not_a_sibling() -> None:
     assert not citation_matches_gold(("KYC-AML-001", "1.0", "6.1"), gold)
 
 
-def _spec(name: str, tier: int, price_in: float) -> ModelSpec:
-    return ModelSpec(name=name, version="1", tier=tier, zone="onprem", kind="openai", api_model=name,
+def _spec(name: str, tier: int, price_in: float, zone: str = "onprem") -> ModelSpec:
+    return ModelSpec(name=name, version="1", tier=tier, zone=zone, kind="openai", api_model=name,
                      base_url="http://127.0.0.1:1/v1", price_in_per_1k=price_in, price_out_per_1k=price_in * 2,
                      context_tokens=2048, typical_latency_ms=500, timeout_s=10)
 
 
-def _answered(expected_tier: int | None, refusal: str | None = None, tokens: tuple[int, int] = (1000, 100)) -> dict:
+def _answered(expected_tier: int | None, refusal: str | None = None, tokens: tuple[int, int] = (1000, 100),
+              classification: str = "internal") -> dict:
     query = GoldQuery(id="Q", question="q", gold=frozenset(), category="c", expected_tier=expected_tier,
                       expected_refusal=refusal, as_of=None, classification=None)
-    return {"query": query, "baseline": {"input_tokens": tokens[0], "output_tokens": tokens[1], "cost": 0.5}}
+    return {"query": query, "classification": classification,
+            "baseline": {"input_tokens": tokens[0], "output_tokens": tokens[1], "cost": 0.5}}
 
 
 @pytest.mark.unit
@@ -57,13 +69,62 @@ def test_the_label_routing_ceiling_prices_each_request_at_its_expected_tier() ->
     small, large, dear = _spec("small", 1, 0.01), _spec("large", 2, 0.1), _spec("large-dear", 2, 0.3)
     routable = {s.key: s for s in (small, large, dear)}
     rows = [_answered(0), _answered(1), _answered(2), _answered(None, "not_in_policy"), _answered(3)]
-    ceiling = label_routing_ceiling(rows, routable, counterfactual=2.0)
+    ceiling = label_routing_ceiling(rows, routable, counterfactual=2.0, policy=load_policy())
     # tier 1 at the small model's prices, tier 2 at the cheaper tier-2 model's; tier 0 and the refusal
     # free; tier 3 (no model) at the top tier's own measured cost
     expected = (1.0 * 0.01 + 0.1 * 0.02) + (1.0 * 0.1 + 0.1 * 0.2) + 0.5
     assert ceiling["total"] == pytest.approx(expected)
     assert ceiling["reduction"] == pytest.approx(1 - expected / 2.0, abs=1e-4)
     assert ceiling["requests_by_expected_tier"] == {"0": 1, "1": 1, "2": 2, "refused": 1}
+
+
+@pytest.mark.unit
+def test_the_ceiling_prices_a_request_only_at_models_its_classification_may_reach() -> None:
+    cloud_cheap, onprem = _spec("cloud-cheap", 2, 0.001, zone="cloud"), _spec("onprem-large", 2, 0.1)
+    routable = {s.key: s for s in (cloud_cheap, onprem)}
+    public, confidential = _answered(2, classification="public"), _answered(2, classification="confidential")
+    ceiling = label_routing_ceiling([public, confidential], routable, counterfactual=2.0, policy=load_policy())
+    assert ceiling["total"] == pytest.approx((1.0 * 0.001 + 0.1 * 0.002) + (1.0 * 0.1 + 0.1 * 0.2))
+    alone = label_routing_ceiling([confidential], {cloud_cheap.key: cloud_cheap}, 2.0, load_policy())
+    assert alone["total"] == 0 and alone["requests_by_expected_tier"] == {"0": 1}  # no model may see it: quoted
+
+
+@pytest.mark.unit
+def test_the_baseline_model_is_the_top_one_the_classification_may_reach() -> None:
+    policy = load_policy()
+    onprem, vpc, cloud = _spec("onprem", 2, 0.1), _spec("vpc", 2, 0.2, zone="vpc"), _spec("cloud", 3, 1.0, zone="cloud")
+    routable = {s.key: s for s in (onprem, vpc, cloud)}
+    assert top_permitted_model(routable, "public", policy) == cloud
+    assert top_permitted_model(routable, "internal", policy) == vpc  # same tier, dearer
+    assert top_permitted_model(routable, "confidential", policy) == onprem
+    assert top_permitted_model({cloud.key: cloud}, "confidential", policy) is None
+    assert top_permitted_model(routable, "no-such-class", policy) == onprem  # unknown fails closed
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_all_top_tier_baseline_never_sends_a_request_where_its_data_may_not_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recording_endpoint) -> None:
+    """A cloud tier-3 model is the top approved tier; only public requests may reach it, in the baseline too."""
+    document = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["models"].append({
+        "name": "cloud-frontier", "version": "1", "tier": 3, "zone": "cloud", "kind": "openai",
+        "base_url": recording_endpoint.base_url, "api_model": "cloud-frontier", "price_in_per_1k": 0.01,
+        "price_out_per_1k": 0.03, "context_tokens": 8192, "typical_latency_ms": 3000, "timeout_s": 10})
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("POLICYHUB_POLICY_FILE", str(policy_file))
+
+    result = bench_tiering(limit=8)
+
+    assert result["top_approved_tier"]["model"] == "cloud-frontier@1"
+    by_model = result["top_approved_tier"]["baseline_requests_by_model"]
+    assert by_model.get("onprem-large@1", 0) > 0  # non-public requests were compared, on-prem
+    public = {q.question for q in load_gold_queries(GOLD_DIR) if q.classification == "public"}
+    sent = [m["content"] for body in recording_endpoint.requests for m in body["messages"]
+            if m["role"] == "user" and m["content"] != WARM_UP_PROMPT]
+    assert len(sent) == by_model.get("cloud-frontier@1", 0)
+    assert all(any(question in text for question in public) for text in sent), json.dumps(sent)[:2000]
 
 
 @pytest.fixture(scope="module")
