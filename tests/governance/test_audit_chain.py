@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from governance.audit import (
     GENESIS_HASH,
@@ -241,6 +242,24 @@ def test_verify_accepts_a_connection_and_ignores_other_chains(engine, session_fa
         result = verify_chain(conn)
         assert (result.ok, result.records) == (True, 2)
         assert verify_chain(conn, chain="other").records == 0
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(strict=True, raises=IntegrityError,
+                   reason="audit_records is keyed by seq alone: a second chain's seq 1 collides with main's")
+def test_a_second_chain_numbers_from_1_and_verifies_on_its_own(engine, session_factory):
+    append_committed(session_factory, entry(1), entry(2))
+    with session_factory.begin() as session:
+        other = [append(session, entry(i), chain="other") for i in (3, 4)]
+    [third] = append_committed(session_factory, entry(5))
+    assert ([r.seq for r in other], other[0].prev_hash, third.seq) == ([1, 2], GENESIS_HASH, 3)
+    with session_factory() as session:
+        checkpoints = [make_checkpoint(session, KEY), make_checkpoint(session, KEY, chain="other")]
+    with engine.connect() as conn:
+        main = verify_chain(conn, checkpoints=checkpoints, key=KEY)
+        second = verify_chain(conn, chain="other", checkpoints=checkpoints, key=KEY)
+    assert (main.ok, main.records, main.head_hash) == (True, 3, third.hash)
+    assert (second.ok, second.records, second.head_hash) == (True, 2, other[-1].hash)
 
 
 # -- checkpoints ---------------------------------------------------------------------
