@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, pool
@@ -52,21 +53,27 @@ def postgres_template(postgres_admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def postgres_url(postgres_admin_url: str, postgres_template: str) -> Iterator[str]:
+@contextmanager
+def _postgres_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """The URL of a new database on the server (a copy of `template`, if named), dropped after."""
     name = f"test_{uuid.uuid4().hex[:16]}"
-    admin = _admin_engine(postgres_admin_url)
+    admin = _admin_engine(admin_url)
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        upgrade(url)  # a no-op at head; keeps "the fixture runs the migrations" true for any copy
-        yield url
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             # FORCE: a test may leave an engine with open connections behind.
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str, postgres_template: str) -> Iterator[str]:
+    with _postgres_database(postgres_admin_url, postgres_template) as url:
+        upgrade(url)  # a no-op at head; keeps "the fixture runs the migrations" true for any copy
+        yield url
 
 
 @pytest.fixture
@@ -82,6 +89,17 @@ def db_url(request) -> str:
     if request.param == "postgresql":
         return request.getfixturevalue("postgres_url")
     return request.getfixturevalue("sqlite_url")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request, tmp_path) -> Iterator[str]:
+    """A fresh database with no schema at all, once per backend, for tests that migrate it
+    themselves (to an older revision, say)."""
+    if request.param == "postgresql":
+        with _postgres_database(request.getfixturevalue("postgres_admin_url")) as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'policyhub.db'}"
 
 
 @pytest.fixture
