@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, Integer, PrimaryKeyConstraint, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from governance.records.base import Base
@@ -19,7 +19,7 @@ class AuditRecord(Base):
 
     __tablename__ = "audit_records"
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), autoincrement=False)
     chain: Mapped[str] = mapped_column(String(32), default="main")
     request_id: Mapped[str] = mapped_column(String(64), index=True)
     event: Mapped[str] = mapped_column(String(64))
@@ -39,4 +39,5 @@ class AuditRecord(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_audit_records_chain_seq", "chain", "seq", unique=True),)
+    # Each chain numbers its records from 1 (migration 0006).
+    __table_args__ = (PrimaryKeyConstraint("chain", "seq"),)

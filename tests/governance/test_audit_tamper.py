@@ -96,11 +96,11 @@ def checkpoint(session_factory) -> Checkpoint:
 
 def attempts(dialect: str) -> list:
     def orm_edit(session):
-        session.get(AuditRecord, 3).question = "edited"
+        session.get(AuditRecord, ("main", 3)).question = "edited"
         session.flush()
 
     def orm_delete(session):
-        session.delete(session.get(AuditRecord, 3))
+        session.delete(session.get(AuditRecord, ("main", 3)))
         session.flush()
 
     common = [
@@ -117,7 +117,7 @@ def attempts(dialect: str) -> list:
                 "policy_ids, cost, payload, prev_hash, hash FROM audit_records WHERE seq = 3")
         return common + [("insert or replace", lambda s: s.connection().exec_driver_sql(copy))]
     upsert = ("INSERT INTO audit_records SELECT * FROM audit_records WHERE seq = 3 "
-              "ON CONFLICT (seq) DO UPDATE SET event = 'login'")
+              "ON CONFLICT (chain, seq) DO UPDATE SET event = 'login'")
     return common + [("truncate", lambda s: s.connection().exec_driver_sql("TRUNCATE audit_records")),
                      ("upsert", lambda s: s.connection().exec_driver_sql(upsert))]
 
