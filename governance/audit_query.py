@@ -80,8 +80,11 @@ def list_records(session: Session, flt: AuditFilter, limit: int = 50,
         raise ValueError("limit and offset must not be negative")
     conditions = _conditions(flt)
     total = session.scalar(select(func.count()).select_from(AuditRecord).where(*conditions))
+    # Newest across chains is by time (seq restarts per chain); created_at has an index,
+    # seq alone has none since the key became (chain, seq). seq and chain break ties.
     page = session.scalars(select(AuditRecord).where(*conditions)
-                           .order_by(AuditRecord.seq.desc()).limit(limit).offset(offset)).all()
+                           .order_by(AuditRecord.created_at.desc(), AuditRecord.seq.desc(), AuditRecord.chain)
+                           .limit(limit).offset(offset)).all()
     return list(page), int(total or 0)
 
 
@@ -92,8 +95,9 @@ def get_by_request_id(session: Session, request_id: str) -> AuditRecord | None:
 
 
 def iter_records(session: Session, flt: AuditFilter) -> Iterator[AuditRecord]:
-    """Matching records in chain order, fetched in batches (a server-side cursor on PostgreSQL)."""
-    stmt = (select(AuditRecord).where(*_conditions(flt)).order_by(AuditRecord.seq)
+    """Matching records in chain order, one chain after another (the primary key's order),
+    fetched in batches (a server-side cursor on PostgreSQL)."""
+    stmt = (select(AuditRecord).where(*_conditions(flt)).order_by(AuditRecord.chain, AuditRecord.seq)
             .execution_options(yield_per=_EXPORT_BATCH))
     yield from session.scalars(stmt)
 
@@ -119,7 +123,8 @@ def export_jsonl(records: Iterable[AuditRecord]) -> Iterator[str]:
     """One JSON object per record, payload last and exactly as stored (the hashed text),
     yielded in chunks of many lines. Every hashed field is in the line, so the export can
     be verified without the database: record_hash(prev_hash, the line without `hash` and
-    with policy_ids joined by spaces) == hash, and each prev_hash is the line before's hash."""
+    with policy_ids joined by spaces) == hash, and each prev_hash is the hash of the line
+    before it in the same chain."""
     lines: list[str] = []
     for rec in records:
         head = _LINE_ENCODER.encode(record_to_dict(rec, include_payload=False))
