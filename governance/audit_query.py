@@ -80,10 +80,10 @@ def list_records(session: Session, flt: AuditFilter, limit: int = 50,
         raise ValueError("limit and offset must not be negative")
     conditions = _conditions(flt)
     total = session.scalar(select(func.count()).select_from(AuditRecord).where(*conditions))
-    # Newest across chains is by time (seq restarts per chain); created_at has an index,
-    # seq alone has none since the key became (chain, seq). seq and chain break ties.
+    # Newest first in chain order: the primary key (chain, seq) read backwards, so a page uses the
+    # index and follows seq exactly (server clocks may disagree; seq does not). Chains are grouped.
     page = session.scalars(select(AuditRecord).where(*conditions)
-                           .order_by(AuditRecord.created_at.desc(), AuditRecord.seq.desc(), AuditRecord.chain)
+                           .order_by(AuditRecord.chain.desc(), AuditRecord.seq.desc())
                            .limit(limit).offset(offset)).all()
     return list(page), int(total or 0)
 

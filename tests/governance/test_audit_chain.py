@@ -408,7 +408,7 @@ def test_the_jsonl_export_can_be_verified_offline(session_factory, varied):
 
 
 @pytest.mark.integration
-def test_with_two_chains_the_list_is_newest_first_and_the_export_keeps_each_chain_whole(session_factory):
+def test_with_two_chains_the_list_is_newest_first_per_chain_and_the_export_keeps_each_chain_whole(session_factory):
     for i, chain in enumerate(("main", "other", "main", "other", "other"), start=1):
         with session_factory.begin() as session:
             append(session, entry(i), chain=chain)
@@ -416,7 +416,7 @@ def test_with_two_chains_the_list_is_newest_first_and_the_export_keeps_each_chai
         records, total = list_records(s, AuditFilter())
         lines = "".join(export_jsonl(iter_records(s, AuditFilter()))).splitlines()
     assert ([(r.chain, r.seq) for r in records], total) == (
-        [("other", 3), ("other", 2), ("main", 2), ("other", 1), ("main", 1)], 5)
+        [("other", 3), ("other", 2), ("other", 1), ("main", 2), ("main", 1)], 5)
     exported = [json.loads(line) for line in lines]
     assert [(d["chain"], d["seq"]) for d in exported] == [("main", 1), ("main", 2), ("other", 1), ("other", 2),
                                                           ("other", 3)]
