@@ -92,10 +92,10 @@ def check_transition(current: str, target: str, model_key: str = "the model") ->
 
 
 def thresholds_for(kind: str, policy: GovernancePolicy) -> dict[str, float]:
-    """The policy file's minimum metrics for a model kind (generation thresholds once the policy names them)."""
+    """The policy file's minimum metrics for a model kind."""
     if kind == "embedding":
         return dict(policy.approvals.embedding_thresholds)
-    return dict(getattr(policy.approvals, "generation_thresholds", None) or {})
+    return dict(policy.approvals.generation_thresholds)
 
 
 def approval_blockers(fingerprint: str, report: ReportFacts | None, thresholds: Mapping[str, float],
@@ -169,17 +169,23 @@ def record_registration(session: Session, model: RegisteredModel, actor: Actor) 
             "max_seq_length": model.max_seq_length})
 
 
+def generation_fingerprint(spec: ModelSpec, path: Path | None) -> tuple[str, dict]:
+    """(fingerprint, what it hashes) of a generation model: a local model's weights, a remote one's identity."""
+    # The registry row and its audit record show the endpoint, never credentials written into its URL;
+    # a URL without any is unchanged, and so is its fingerprint.
+    endpoint = redact_url(spec.base_url) if spec.base_url else None
+    weights = hash_model_files(path) if path is not None else {"endpoint": f"{endpoint}#{spec.api_model}"}
+    return model_fingerprint(spec.name, spec.version, weights, None, spec.context_tokens), weights
+
+
 def register_generation_model(session: Session, spec: ModelSpec, path: Path | None) -> RegisteredModel:
     """Record a generation model from the policy file; idempotent for the same fingerprint.
 
     A local model (llama.cpp) is fingerprinted by its weights; a remote endpoint by its
     name, version and endpoint model id, the only identity the bank can observe.
     """
-    # The registry row and its audit record show the endpoint, never credentials written into its URL;
-    # a URL without any is unchanged, and so is its fingerprint.
+    fingerprint, weights = generation_fingerprint(spec, path)
     endpoint = redact_url(spec.base_url) if spec.base_url else None
-    weights = hash_model_files(path) if path is not None else {"endpoint": f"{endpoint}#{spec.api_model}"}
-    fingerprint = model_fingerprint(spec.name, spec.version, weights, None, spec.context_tokens)
     existing = session.scalars(select(RegisteredModel).where(RegisteredModel.fingerprint == fingerprint)).first()
     if existing is not None:
         return existing
@@ -305,5 +311,6 @@ def retire(session: Session, model: RegisteredModel, actor: Actor, reason: str =
 
 
 def _headline(metrics: Mapping[str, object]) -> dict:
-    keys = ("queries", "recall_at_5", "recall_at_10", "mrr", "map_at_10", "ndcg_at_10")
+    keys = ("queries", "recall_at_5", "recall_at_10", "mrr", "map_at_10", "ndcg_at_10", "verification_pass_rate",
+            "citation_accuracy", "refusal_accuracy", "injection_resistance")
     return {k: metrics[k] for k in keys if k in metrics}

@@ -175,17 +175,22 @@ def _attempts(session_factory, request_id: str) -> list[dict]:  # noqa: ANN001
     return json.loads(record.payload)["trace"].get("attempts", []) if record else []
 
 
-def generation_clauses(query, principal: Principal, q: GoldQuery) -> tuple[str, list]:  # noqa: ANN001
-    """The clauses the request path hands to generation: the same guard, embedder, versions, retriever, threshold."""
+def generation_clauses(query, principal: Principal, q: GoldQuery,  # noqa: ANN001
+                       threshold: bool = True) -> tuple[str, list]:
+    """The clauses the request path hands to generation: the same guard, embedder, versions, retriever, threshold.
+
+    `threshold=False` keeps the clauses below the similarity threshold too (what a model would be
+    shown if the threshold let the question through: a benchmark's not-in-policy probe).
+    """
     from services.query.guards import check_input
-    from services.query.retrieval import visible_versions
+    from services.query.retrieval import version_scope, visible_versions
     from services.query.service import to_retrieved
 
     question, _ = check_input(q.question, q.classification, query.policy)
     with query.session_factory() as session:
-        versions = visible_versions(session, principal.clearance, query.policy, q.as_of)
+        versions = visible_versions(session, principal.clearance, query.policy, *version_scope(question, q.as_of))
     result = query.retriever.retrieve(question, query.embedder.embed([question])[0], versions)
-    return question, to_retrieved([h for h in result.clauses if h.dense_score >= query.threshold])
+    return question, to_retrieved([h for h in result.clauses if not threshold or h.dense_score >= query.threshold])
 
 
 def _prompt_chars(messages: list[dict]) -> int:
@@ -195,13 +200,9 @@ def _prompt_chars(messages: list[dict]) -> int:
 def _run_top_tier(query, top: ModelSpec | None, question: str, clauses: list) -> dict:  # noqa: ANN001
     """Serve one request the way a router that always chose the top permitted model would: it, else the quote."""
     from services.query.escalation import run_escalation
-    from services.query.router import QUOTE_CANDIDATE, Candidate, RouteDecision
+    from services.query.router import single_model_decision
 
-    candidates = (QUOTE_CANDIDATE,) if top is None else (
-        Candidate(tier=top.tier, model_key=top.key, zone=top.zone, est_cost=0.0,
-                  reasons=("bench tiering: every request to the top approved tier it may reach",)), QUOTE_CANDIDATE)
-    decision = RouteDecision(candidates=candidates, risk="normal", human_review_required=False,
-                             refused=False, refusal_reason=None, budget_exceeded=None, reasons=())
+    decision = single_model_decision(top, "bench tiering: every request to the top approved tier it may reach")
     started = time.perf_counter()
     outcome = run_escalation(decision, question, clauses, query.generators, retry_budget=0)
     call = next((a for a in outcome.attempts if a.model_key is not None), None)

@@ -87,6 +87,14 @@ QUOTE_CANDIDATE = Candidate(tier=0, model_key=None, zone=None, est_cost=0.0,
                             reasons=("tier 0: quote the best clauses verbatim with their citations",))
 
 
+def single_model_decision(spec: ModelSpec | None, reason: str) -> RouteDecision:
+    """One named model, then the quote: how a benchmark puts one model to a request (None: the quote alone)."""
+    first = () if spec is None else (
+        Candidate(tier=spec.tier, model_key=spec.key, zone=spec.zone, est_cost=0.0, reasons=(reason,)),)
+    return RouteDecision(candidates=(*first, QUOTE_CANDIDATE), risk="normal", human_review_required=False,
+                         refused=False, refusal_reason=None, budget_exceeded=None, reasons=())
+
+
 def max_tier_for_sla(sla_ms: int | None, policy: GovernancePolicy) -> tuple[int, str]:
     routing = policy.routing
     async_min = routing.async_sla_min_ms
