@@ -144,6 +144,8 @@ class RiskRules(_Strict):
 class ApprovalRules(_Strict):
     required_signoffs: list[str]
     embedding_thresholds: dict[str, float]
+    # Minimum metrics of a generation model's gold report (services.benchmark.generation); each in [0, 1].
+    generation_thresholds: dict[str, float] = {}
 
 
 class DriftRules(_Strict):

@@ -19,7 +19,8 @@ from rich.text import Text
 
 from services.cli_support import cli_errors, err_console, load_settings as _settings, staged
 
-benchmark_app = typer.Typer(help="Benchmark embedding models on the gold set or ObliQA.", no_args_is_help=True)
+benchmark_app = typer.Typer(help="Benchmark embedding models on the gold set or ObliQA, generation models on the "
+                                 "gold set.", no_args_is_help=True)
 models_app = typer.Typer(help="Model registry: register, benchmark, sign off, activate, retire.",
                          no_args_is_help=True)
 drift_app = typer.Typer(help="Quality drift: gold re-run, live signals, labelled samples.", no_args_is_help=True)
@@ -38,7 +39,27 @@ def _progress() -> Progress:
                     console=err_console, transient=True)
 
 
+def _print_generation_report(report: dict) -> None:
+    m = report["metrics"]
+    table = Table("metric", "value", "policy minimum")
+    for name in ("verification_pass_rate", "citation_accuracy", "served_citation_precision", "refusal_accuracy",
+                 "injection_resistance", "injection_obeyed_raw"):
+        minimum = report["thresholds"].get(name)
+        table.add_row(name, "—" if m[name] is None else f"{m[name]:.4f}", "" if minimum is None else f"{minimum}")
+    lat = m["latency_ms"]
+    if lat:
+        table.add_row("model call p50 / p95 ms", f"{lat['p50']:.0f} / {lat['p95']:.0f}", "")
+    table.add_row("sent: answerable / not in policy / probes",
+                  f"{m['answerable_sent']} / {m['not_in_policy_sent']} / {m['injection_probes']}", "")
+    table.add_row("not sent (residency)", str(m["not_sent_residency"]), "")
+    console.print(table)
+
+
 def _print_report(report: dict) -> None:
+    if report["kind"] == "generation":
+        _print_generation_report(report)
+        _print_verdict(report, f"{report['queries']} prompts")
+        return
     m = report["metrics"]
     table = Table("metric", "value", "policy minimum")
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "mrr", "map_at_10", "ndcg_at_10"):
@@ -52,10 +73,13 @@ def _print_report(report: dict) -> None:
         table.add_row("answerable refused", str(m["refusal"]["false_refusal_rate"]), "")
         table.add_row("routing accuracy", str(m["routing"]["accuracy"]), "")
     console.print(table)
+    _print_verdict(report, f"{m['queries']} graded of {report['queries']} queries")
+
+
+def _print_verdict(report: dict, counted: str) -> None:
     status = ("PASSED", "green") if report["passed"] else ("FAILED", "red")
     console.print(Text.assemble(f"{report['model']['key']} on {report['dataset']} {report['dataset_version']}: ",
-                                status, f" ({m['queries']} graded of {report['queries']} queries, "
-                                f"{report['seconds']:.0f} s)"))
+                                status, f" ({counted}, {report['seconds']:.0f} s)"))
     for failure in report["threshold_failures"]:
         console.print(Text.assemble("  ", ("✗", "red"), f" {failure}"), highlight=False)
     if report.get("report_id"):
@@ -90,7 +114,10 @@ def benchmark_run(
     documents: Annotated[Optional[int], typer.Option(help="ObliQA: first N documents only")] = None,
     store: Annotated[bool, typer.Option(help="store the report in the database")] = True,
 ) -> None:
-    """Benchmark an embedding model in its own temporary index; exit 1 when the gold thresholds are missed."""
+    """Benchmark a model (embedding: its own temporary index; generation: the gold prompts and injection probes).
+
+    Exit 1 when the gold thresholds are missed.
+    """
     result = _run(dataset, split, model, report, limit, documents, store)
     if dataset == "gold" and not result["passed"]:
         raise typer.Exit(1)
@@ -136,7 +163,7 @@ def models_register(
 @models_app.command("benchmark")
 @cli_errors
 def models_benchmark(
-    key: Annotated[str, typer.Argument(help="registered embedding model NAME@VERSION")],
+    key: Annotated[str, typer.Argument(help="registered model NAME@VERSION (embedding or generation)")],
     report: Annotated[Optional[Path], typer.Option(help="write PATH.json and PATH.html")] = None,
 ) -> None:
     """Run the gold benchmark for a registered model and store the report against its fingerprint."""

@@ -192,3 +192,47 @@ def render_html(report: dict) -> str:
     parts.append("<h2>Settings</h2><pre>" + _e(json.dumps(report.get("settings", {}), indent=2)) + "</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def render_generation_html(report: dict) -> str:
+    """One self-contained page: verdict, metrics against the policy minima, every probe and every failure."""
+    m, model, thresholds = report["metrics"], report["model"], report["thresholds"]
+    verdict = '<span class="pass">PASSED</span>' if report["passed"] else '<span class="fail">FAILED</span>'
+    names = ("verification_pass_rate", "citation_accuracy", "served_citation_precision", "refusal_accuracy",
+             "injection_resistance", "injection_obeyed_raw")
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>policyhub generation benchmark · {_e(model['key'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>Generation benchmark: {_e(model['key'])} (tier {_e(model['tier'])}, {_e(model['zone'])})</h1>",
+        f"<p>{verdict} · gold dataset <code>{_e(report['dataset_version'])}</code> · fingerprint "
+        f"<code>{_e(model['fingerprint'][:16])}</code> · {_e(report['created_at'])} · {_e(report['seconds'])} s</p>",
+    ]
+    if report["threshold_failures"]:
+        parts.append("<ul>" + "".join(f'<li class="fail">{_e(f)}</li>' for f in report["threshold_failures"]) + "</ul>")
+    parts.append("<h2>Metrics</h2>")
+    parts.append(_table([(n, m.get(n), thresholds.get(n)) for n in names], ("metric", "value", "policy minimum")))
+    parts.append(_table([("answerable questions sent", m["answerable_sent"]),
+                         ("not-in-policy questions sent", m["not_in_policy_sent"]),
+                         ("not-in-policy answers served anyway", m["not_in_policy_served"]),
+                         ("injection probes", m["injection_probes"]),
+                         ("not sent (residency)", m["not_sent_residency"]),
+                         ("latency p50 / p95 ms", f"{m['latency_ms'].get('p50')} / {m['latency_ms'].get('p95')}"),
+                         ("tokens in / out", f"{m['tokens']['input']} / {m['tokens']['output']}"),
+                         ("cost", m["cost"])], ("", "")))
+    parts.append(_table([(s, json.dumps(c)) for s, c in m["outcomes"].items()], ("prompt set", "outcomes")))
+    probes = [r for r in report["rows"] if r["set"] == "injection"]
+    if probes:
+        parts.append("<h2>Prompt-injection probes</h2>")
+        parts.append(_table([(r["id"], r["category"], r["outcome"], "yes" if r["obeyed_raw"] else "no",
+                              "yes" if r["obeyed_served"] else "no", (r["raw_output"] or r["error"] or "")[:200])
+                             for r in probes], ("probe", "attack", "outcome", "raw obeyed", "served obeyed",
+                                                "raw output")))
+    failed = [r for r in report["rows"] if r["set"] != "injection" and "outcome" in r
+              and (not r["served"] if r["set"] == "answerable" else r["served"])][:60]
+    if failed:
+        parts.append(f"<h2>Answers not served, or served when they should not be (first {len(failed)})</h2>")
+        parts.append(_table([(r["id"], r["set"], r["outcome"], r["question"], "; ".join(r["problems"])[:200],
+                              (r["raw_output"] or r["error"] or "")[:200]) for r in failed],
+                            ("id", "set", "outcome", "question", "verification problems", "raw output")))
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -91,13 +91,15 @@ class GoldQuery:
 def gold_dataset_version(gold_dir: Path = DEFAULT_GOLD_DIR) -> str:
     """The gold dataset version approvals compare reports against: `VERSION+<content digest>`.
 
-    The digest covers the questions and every policy file, so a report run on an edited
-    dataset (or on a subset) whose VERSION was not bumped still counts as stale.
+    The digest covers the questions, every policy file and the prompt-injection probes (generation
+    reports use them), so a report run on an edited dataset (or on a subset) whose VERSION was not
+    bumped still counts as stale.
     """
     try:
         declared = (gold_dir / "VERSION").read_text(encoding="utf-8").strip()
         digest = hashlib.sha256()
-        for path in [gold_dir / "queries.jsonl", *sorted((gold_dir / "policies").iterdir())]:
+        for path in [gold_dir / "queries.jsonl", gold_dir / "injection_probes.jsonl",
+                     *sorted((gold_dir / "policies").iterdir())]:
             if path.is_file():
                 digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     except OSError as exc:
@@ -122,6 +124,20 @@ def load_gold_queries(gold_dir: Path = DEFAULT_GOLD_DIR) -> list[GoldQuery]:
     return queries
 
 
+def registered_kind(settings: Settings, model_key: str) -> str:
+    """"embedding" or "generation" for a registered NAME@VERSION (NotFound when it is not registered)."""
+    from services.runtime import open_database
+
+    if "@" not in model_key:
+        raise InvalidRequest(f"model {model_key!r}: expected NAME@VERSION")
+    engine, factory = open_database(settings)
+    try:
+        with factory() as session:
+            return get_model_or_raise(session, model_key).kind
+    finally:
+        engine.dispose()
+
+
 def resolve_candidate(settings: Settings, model_key: str | None) -> CandidateModel:
     """The registered model `name@version`, or the configured embedding model when none is named."""
     if model_key is None:
@@ -138,8 +154,7 @@ def resolve_candidate(settings: Settings, model_key: str | None) -> CandidateMod
         with factory() as session:
             model = get_model_or_raise(session, model_key)
             if model.kind != "embedding":
-                raise InvalidRequest(f"{model_key} is a {model.kind} model; `benchmark run` measures embedding "
-                                     "models (generation models are exercised by the gold set's QueryService path)")
+                raise InvalidRequest(f"{model_key} is a {model.kind} model, not an embedding model")
             return CandidateModel(model.name, model.version, Path(model.path), model.fingerprint)
     finally:
         engine.dispose()
@@ -149,9 +164,20 @@ def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev",
                   report_path: Path | None = None, *, limit: int | None = None, documents: int | None = None,
                   store: bool = True, gold_dir: Path = DEFAULT_GOLD_DIR, obliqa_dir: Path = DEFAULT_OBLIQA_DIR,
                   actor: Actor = BENCHMARK_ACTOR, progress: Progress | None = None) -> dict:
-    """Benchmark one embedding model; returns the report (also written to `report_path` and stored)."""
+    """Benchmark one model; returns the report (also written to `report_path` and stored).
+
+    An embedding model gets its own index (below); a registered generation model is put to the
+    gold prompts and the injection probes (services.benchmark.generation).
+    """
     if dataset not in DATASETS:
         raise InvalidRequest(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    if model_key is not None and registered_kind(settings, model_key) == "generation":
+        from services.benchmark.generation import run_generation_benchmark
+
+        if dataset != "gold" or documents is not None:
+            raise InvalidRequest(f"{model_key} is a generation model: it is benchmarked on the gold set only")
+        return run_generation_benchmark(settings, model_key, report_path, limit=limit, store=store,
+                                        gold_dir=gold_dir, actor=actor, progress=progress)
     if dataset == "obliqa":
         obliqa_split(obliqa_dir, split)  # an unknown split is refused before a long ingest, not after
     policy = load_policy(settings.policy_file)

@@ -536,7 +536,8 @@ def models_page(request: Request, user: ModelRiskPage, session: SessionDep, runt
 
 
 def report_charts(report: BenchmarkReport, thresholds: dict[str, float]) -> list[tuple[str, object]]:
-    """Charts of a benchmark report's metrics: ranking metrics against the policy's thresholds, per category."""
+    """Charts of a benchmark report's metrics (ranking, or a generation model's answer rates) against the
+    policy's thresholds, and per category."""
     metrics = report.metrics or {}
     out = []
     ranking = [charts.Bar(name.replace("_", " "), float(value), marker=thresholds.get(name))
@@ -544,7 +545,8 @@ def report_charts(report: BenchmarkReport, thresholds: dict[str, float]) -> list
                if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "queries"
                and 0.0 <= float(value) <= 1.0]
     if ranking:
-        caption = "Ranking metrics" + (" (dashed line: the policy's minimum)" if thresholds else "")
+        caption = (("Answer metrics" if report.kind == "generation" else "Ranking metrics")
+                   + (" (dashed line: the policy's minimum)" if thresholds else ""))
         out.append((caption, charts.bar_chart(ranking, title=f"Report {report.id}: {caption}", max_value=1.0)))
     per_category = metrics.get("per_category") or {}
     cat_bars = [charts.Bar(cat, float(entry["ranking"]["recall_at_5"]), series=1)
