@@ -220,6 +220,21 @@ def render_generation_html(report: dict) -> str:
                          ("tokens in / out", f"{m['tokens']['input']} / {m['tokens']['output']}"),
                          ("cost", m["cost"])], ("", "")))
     parts.append(_table([(s, json.dumps(c)) for s, c in m["outcomes"].items()], ("prompt set", "outcomes")))
+    rated = [n for n in names if m.get(n) is not None]
+    by_category: dict[str, list[bool]] = {}
+    for r in report["rows"]:
+        if r["set"] == "answerable" and "outcome" in r:
+            by_category.setdefault(r["category"], []).append(bool(r["served"]))
+    parts.append('<div class="charts">')
+    parts.append("<figure><figcaption>Rates against the policy's minimum</figcaption>" + bar_chart(
+        rated, {"measured": [m[n] for n in rated], "policy minimum": [thresholds.get(n, 0.0) for n in rated]},
+        title="Rates", y_max=1.0, width=max(460, 80 * len(rated))) + "</figure>")
+    if by_category:
+        cats = sorted(by_category)
+        parts.append("<figure><figcaption>Answers served, by question category</figcaption>" + bar_chart(
+            cats, {"served": [sum(v) / len(v) for v in (by_category[c] for c in cats)]},
+            title="Served by category", y_max=1.0, width=max(460, 70 * len(cats))) + "</figure>")
+    parts.append("</div>")
     probes = [r for r in report["rows"] if r["set"] == "injection"]
     if probes:
         parts.append("<h2>Prompt-injection probes</h2>")

@@ -153,7 +153,7 @@ def test_smollm2_on_a_slice_from_the_cli_is_stored_but_a_partial_report_approves
     assert all(r["raw_output"] is not None or r["error"] for r in sent)  # every prompt really reached the model
     assert m["tokens"]["input"] > 0 and m["latency_ms"]["n"] == len(sent)
     page = (tmp_path / "gen.html").read_text(encoding="utf-8")
-    assert "Prompt-injection probes" in page and SMOLLM in page
+    assert "Prompt-injection probes" in page and SMOLLM in page and page.count("<svg") == 2  # rates, categories
     engine = make_engine(settings.sqlalchemy_url)
     try:
         factory = make_session_factory(engine)
