@@ -51,19 +51,30 @@ UPSERT_BATCH = 256
 # Deterministic point ids: the same version and chunk ordinal always get the same id.
 POINT_NAMESPACE = uuid.UUID("6f1c7a52-8d0b-4b0e-9a57-0d1f5c3e2a10")
 # A live ingestion refreshes its pending row's heartbeat this often. A row whose heartbeat is
-# older than STALE_PENDING_AFTER is taken as left by a crash even when its process cannot be
-# checked (another host); the gap is wide so a slow database or a busy machine never trips it.
+# older than STALE_PENDING_AFTER is taken as left by a crash when its process cannot be checked
+# (another host); the gap is wide so a slow database or a busy machine never trips it.
 HEARTBEAT_SECONDS = 30.0
 STALE_PENDING_AFTER = timedelta(minutes=15)
+
+
+# An owner's token records its process's start time, so that a pid taken over by an unrelated
+# process is told from the owner. Tokens written before start times were recorded are random.
+START_TOKEN = re.compile(r"start:(\d+)")
 
 
 @dataclass(frozen=True)
 class IngestOwner:
     """The process indexing a pending version."""
 
-    host: str
+    host: str  # the hostname, the pid namespace and the boot: where its pid means one process
     pid: int
-    token: str  # random per process: tells this process from an earlier one that had its pid
+    token: str  # tells this process from any other that had, or will have, its pid
+
+    @property
+    def start_time(self) -> int | None:
+        """When its process started (clock ticks after boot); None for owners recorded without it."""
+        match = START_TOKEN.fullmatch(self.token)
+        return int(match.group(1)) if match else None
 
 
 def this_process() -> IngestOwner:
@@ -73,16 +84,55 @@ def this_process() -> IngestOwner:
 
 @functools.cache
 def _process_token(pid: int) -> str:
-    return uuid.uuid4().hex  # keyed by pid, so a forked child gets its own
+    """Its start time where /proc can tell its processes apart, else random (keyed by pid, so a forked
+    child gets its own)."""
+    started = _start_time(pid) if _proc_shows_own_pids(pid) else None
+    return f"start:{started}" if started is not None else uuid.uuid4().hex
+
+
+def _proc_shows_own_pids(pid: int) -> bool:
+    """Whether /proc numbers processes as this process sees pids (its pid namespace), and the boot is known."""
+    try:
+        return os.readlink("/proc/self") == str(pid) and _boot_id() is not None
+    except OSError:
+        return False
 
 
 def _host_key() -> str:
-    """The hostname, and the pid namespace: containers sharing a hostname do not share pids."""
+    """The hostname, the pid namespace (containers sharing a hostname do not share pids) and the
+    boot (a start time counts from it; machines cloned with one hostname differ in it)."""
     try:
         namespace = os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return socket.gethostname()
-    return f"{socket.gethostname()}/pidns:{namespace}"
+    key = f"{socket.gethostname()}/pidns:{namespace}"
+    boot = _boot_id()
+    return f"{key}/boot:{boot}" if boot else key
+
+
+def _legacy_host_key(host: str) -> str:
+    """The host key as owners recorded without a start time wrote it."""
+    return host.partition("/boot:")[0]
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of the process with this pid (field 22 of /proc/<pid>/stat); None when there is
+    no such process or its entry cannot be read (another user's process under hidepid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself hold spaces and ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[22 - 3])
 
 
 def _pid_running(pid: int) -> bool:
@@ -98,7 +148,8 @@ def _pid_running(pid: int) -> bool:
 
 
 def owner_is_gone(owner: IngestOwner | None, heartbeat_at: datetime | None, now: datetime, me: IngestOwner,
-                  pid_running: Callable[[int], bool] = _pid_running) -> bool:
+                  pid_running: Callable[[int], bool] = _pid_running,
+                  start_time: Callable[[int], int | None] = _start_time) -> bool:
     """Whether a pending version's process has stopped, so that recovery may discard it."""
     if owner is None or heartbeat_at is None:
         return True  # reserved before owners were recorded (migration 0004): only a crash leaves those
@@ -106,9 +157,26 @@ def owner_is_gone(owner: IngestOwner | None, heartbeat_at: datetime | None, now:
         return False  # another thread of this very process is indexing it
     if heartbeat_at.tzinfo is None:
         heartbeat_at = heartbeat_at.replace(tzinfo=UTC)  # SQLite returns what it stored, without the zone
-    if now - heartbeat_at > STALE_PENDING_AFTER:
+    stale = now - heartbeat_at > STALE_PENDING_AFTER
+    if owner.start_time is None:
+        return _legacy_owner_is_gone(owner, stale, me, pid_running)
+    if owner.host != me.host or me.start_time is None:
+        return stale  # its process cannot be checked from here
+    running_since = start_time(owner.pid)
+    if running_since is not None:
+        # Its own process, however long its heartbeat has been silent; or another that took its pid.
+        return running_since != owner.start_time
+    if not pid_running(owner.pid):
+        return True
+    return stale  # a process has the pid but its start time cannot be read: only the heartbeat tells
+
+
+def _legacy_owner_is_gone(owner: IngestOwner, stale: bool, me: IngestOwner,
+                          pid_running: Callable[[int], bool]) -> bool:
+    """The rule for owners recorded without a start time: a process with its pid may be another one."""
+    if stale:
         return True  # also covers a dead process whose pid was reused
-    if owner.host != me.host:
+    if owner.host != _legacy_host_key(me.host):
         return False  # its process cannot be checked from here; its heartbeat is recent
     if owner.pid == me.pid:
         return True  # an earlier process that had this pid

@@ -229,12 +229,22 @@ def start_live_ingestion(runtime, data: bytes, **service_options):  # noqa: ANN0
     return paused, thread, outcome
 
 
-def live_owners():  # noqa: ANN201
+def started_at(pid: int) -> int:
+    """A process's start time, in clock ticks after boot: field 22 of /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def owner_of(pid: int, started: int | None = None):  # noqa: ANN201
+    """The owner a process with this pid on this host records; by default, the one running now."""
     from services.ingestion.service import IngestOwner, this_process
 
-    me = this_process()
+    return IngestOwner(this_process().host, pid, f"start:{started_at(pid) if started is None else started}")
+
+
+def live_owners():  # noqa: ANN201
     # This process (the API server's own threads), and another running process on this host.
-    return [None, IngestOwner(me.host, os.getppid(), "another-process-token")]
+    return [None, owner_of(os.getppid())]
 
 
 @pytest.mark.parametrize("owner", live_owners(), ids=["this-process", "another-live-process"])
@@ -255,17 +265,40 @@ def test_recovery_leaves_a_live_ingestion_alone_and_it_publishes(fresh_db, owner
     assert fresh_db.index.count(fresh_db.identity.index_name) == 1
 
 
-def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_stores_nothing(fresh_db):
+def test_recovery_leaves_a_live_ingestion_on_this_host_alone_however_old_its_heartbeat(fresh_db):
+    # Its process is seen running (the same pid and start time): a stalled heartbeat (a suspended
+    # process, a database that refused the beats) used to be enough to discard its version.
     from sqlalchemy import update
 
     from services.db.models import DocumentVersion
     from services.ingestion.service import STALE_PENDING_AFTER
 
     data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
-    before = stored_rows(fresh_db)
-    paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=live_owners()[1])
+    paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=owner_of(os.getppid()))
     try:
-        # From another process, a heartbeat this old is taken for a crashed run (its pid may be reused).
+        with fresh_db.session_factory.begin() as s:
+            s.execute(update(DocumentVersion).values(
+                heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
+        assert fresh_db.ingestion.recover_pending() == 0
+    finally:
+        paused.go_on.set()
+        thread.join(60)
+    assert "error" not in outcome, outcome
+    assert outcome["result"].status == "published"
+
+
+def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_stores_nothing(fresh_db):
+    from sqlalchemy import update
+
+    from services.db.models import DocumentVersion
+    from services.ingestion.service import STALE_PENDING_AFTER, IngestOwner
+
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
+    before = stored_rows(fresh_db)
+    elsewhere = IngestOwner("bank-app-2/pidns:4026531836/boot:0f7d", 4242, "start:1000")
+    paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=elsewhere)
+    try:
+        # On another host, whose processes cannot be seen, a heartbeat this old is taken for a crashed run.
         with fresh_db.session_factory.begin() as s:
             s.execute(update(DocumentVersion).values(
                 heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
@@ -281,19 +314,37 @@ def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_store
     assert fresh_db.ingestion.ingest_bytes("complaints.md", data).status == "published"
 
 
-def test_recovery_discards_a_pending_version_whose_process_has_exited(fresh_db):
-    from services.ingestion.service import IngestionService, IngestOwner, this_process
+def reserve_as(runtime, owner) -> None:  # noqa: ANN001
+    """Leave complaints.md pending under another owner, as a process killed mid-ingestion would."""
+    from services.ingestion.service import IngestionService
 
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = IngestOwner(this_process().host, int(exited.stdout), "exited-process-token")
-    crashed = IngestionService(fresh_db.session_factory, fresh_db.index, fresh_db.embedder, fresh_db.policy,
-                               fresh_db.identity.index_name, fresh_db.settings.max_upload_bytes, owner=dead)
+    crashed = IngestionService(runtime.session_factory, runtime.index, runtime.embedder, runtime.policy,
+                               runtime.identity.index_name, runtime.settings.max_upload_bytes, owner=owner)
     data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
     crashed._reserve_version(crashed.prepare("complaints.md", data, {}))
-    assert versions(fresh_db, "TEST-CMP") == {"3.1": ("pending", 0)}
+    assert versions(runtime, "TEST-CMP") == {"3.1": ("pending", 0)}
+
+
+def test_recovery_discards_a_pending_version_whose_process_has_exited(fresh_db):
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    reserve_as(fresh_db, owner_of(int(exited.stdout), started=1))
     assert fresh_db.ingestion.recover_pending() == 1
     assert versions(fresh_db, "TEST-CMP") == {}
+    data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
     assert fresh_db.ingestion.ingest_bytes("complaints.md", data).status == "published"
+
+
+def test_recovery_discards_a_pending_version_whose_pid_an_unrelated_process_now_has(fresh_db):
+    # The pid runs, but it is another process (it started at another time): the owner is gone.
+    # Recovery used to wait for the heartbeat to go stale (15 minutes).
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        reserve_as(fresh_db, owner_of(unrelated.pid, started=started_at(unrelated.pid) - 1))
+        assert fresh_db.ingestion.recover_pending() == 1
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+    assert versions(fresh_db, "TEST-CMP") == {}
 
 
 def test_the_heartbeat_of_a_live_ingestion_moves(fresh, monkeypatch):
@@ -321,34 +372,77 @@ def test_the_heartbeat_of_a_live_ingestion_moves(fresh, monkeypatch):
     assert outcome["result"].status == "published"
 
 
+HOST = "bank-app-1/pidns:4026531836"
+BOOT = "/boot:db7d855d-67ae-4383-bd49-36d9577e1fe1"
+
+
 @pytest.mark.parametrize(("case", "gone"), [
     ("this process", False),
+    ("this process, heartbeat stale", False),
     ("another running process on this host", False),
+    ("another running process on this host, heartbeat stale", False),
     ("an exited process on this host", True),
+    ("a pid now held by an unrelated process", True),
     ("an earlier process that had this pid", True),
+    ("a running pid whose start time cannot be read", False),
+    ("a running pid whose start time cannot be read, heartbeat stale", True),
     ("another host, heartbeat recent", False),
     ("another host, heartbeat stale", True),
-    ("this process, heartbeat stale", False),
-    ("another running process on this host, heartbeat stale", True),
+    ("a host of the same name and pid namespace, another boot", False),
+    ("recorded without a start time: another running process on this host", False),
+    ("recorded without a start time: an exited process on this host", True),
+    ("recorded without a start time: an earlier process that had this pid", True),
+    ("recorded without a start time: running, heartbeat stale", True),
+    ("recorded without a start time: another host, heartbeat recent", False),
     ("no owner (pending before migration 0004)", True),
 ])
 def test_which_pending_versions_recovery_may_discard(case, gone):
     from services.ingestion.service import STALE_PENDING_AFTER, IngestOwner, owner_is_gone
 
-    me = IngestOwner("bank-app-1/pidns:4026531836", 4242, "a" * 32)
+    me = IngestOwner(HOST + BOOT, 4242, "start:1000")
     now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     recent, stale = now - timedelta(seconds=40), now - STALE_PENDING_AFTER - timedelta(seconds=1)
+    started = {4242: 1000, 77: 500, 79: 900}  # pid 80 runs, but as another user under hidepid
+
+    def here(pid: int, start: int = 500) -> IngestOwner:
+        return IngestOwner(me.host, pid, f"start:{start}")
+
+    def unstamped(pid: int, host: str = HOST) -> IngestOwner:  # a row written before start times were recorded
+        return IngestOwner(host, pid, "b" * 32)
+
+    elsewhere = IngestOwner("bank-app-2/pidns:4026531836" + BOOT, 77, "start:500")
     owner, heartbeat = {
         "this process": (me, recent),
-        "another running process on this host": (IngestOwner(me.host, 77, "b" * 32), recent),
-        "an exited process on this host": (IngestOwner(me.host, 78, "b" * 32), recent),
-        "an earlier process that had this pid": (IngestOwner(me.host, me.pid, "c" * 32), recent),
-        "another host, heartbeat recent": (IngestOwner("bank-app-2/pidns:4026531836", 78, "d" * 32), recent),
-        "another host, heartbeat stale": (IngestOwner("bank-app-2/pidns:4026531836", 78, "d" * 32), stale),
         "this process, heartbeat stale": (me, stale),  # this process knows it is at work
-        "another running process on this host, heartbeat stale": (IngestOwner(me.host, 77, "b" * 32), stale),
+        "another running process on this host": (here(77), recent),
+        "another running process on this host, heartbeat stale": (here(77), stale),
+        "an exited process on this host": (here(78), recent),
+        "a pid now held by an unrelated process": (here(79), recent),
+        "an earlier process that had this pid": (here(me.pid, 400), recent),
+        "a running pid whose start time cannot be read": (here(80), recent),
+        "a running pid whose start time cannot be read, heartbeat stale": (here(80), stale),
+        "another host, heartbeat recent": (elsewhere, recent),
+        "another host, heartbeat stale": (elsewhere, stale),
+        "a host of the same name and pid namespace, another boot":
+            (IngestOwner(HOST + "/boot:5e8b1c0a-0000-4000-8000-000000000000", 78, "start:500"), recent),
+        "recorded without a start time: another running process on this host": (unstamped(77), recent),
+        "recorded without a start time: an exited process on this host": (unstamped(78), recent),
+        "recorded without a start time: an earlier process that had this pid": (unstamped(me.pid), recent),
+        "recorded without a start time: running, heartbeat stale": (unstamped(77), stale),
+        "recorded without a start time: another host, heartbeat recent":
+            (unstamped(78, "bank-app-2/pidns:4026531836"), recent),
         "no owner (pending before migration 0004)": (None, None),
     }[case]
     # SQLite hands the heartbeat back without its zone: both forms must compare.
     for stored in (heartbeat, heartbeat and heartbeat.replace(tzinfo=None)):
-        assert owner_is_gone(owner, stored, now, me, pid_running=lambda pid: pid == 77) is gone
+        assert owner_is_gone(owner, stored, now, me, pid_running=lambda pid: pid in (4242, 77, 79, 80),
+                             start_time=started.get) is gone
+
+
+def test_this_process_records_its_start_time_and_boot():
+    from services.ingestion.service import this_process
+
+    me = this_process()
+    assert me.start_time == started_at(os.getpid())
+    assert me.host.endswith("/boot:" + Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    assert len(me.token) <= 32 and len(me.host) <= 300  # the columns of migration 0004
