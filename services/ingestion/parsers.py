@@ -74,6 +74,7 @@ _UTF8_MULTIBYTE = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
     rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
 )
+_NON_ASCII_BYTES = bytes(range(0x80, 0x100))
 
 
 @dataclass(frozen=True)
@@ -118,23 +119,34 @@ def _parse_text(filename: str, data: bytes) -> ParsedDocument:
 
 
 def _decode_text(filename: str, data: bytes, declared: str | None = None) -> str:
+    # Not UTF-8: the charset the file declares, else cp1252, which older Windows tools save;
+    # anything that decodes as neither is binary.
+    fallback = declared or "cp1252"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates = ("utf-16",)
     else:
-        # Not UTF-8: the charset the file declares, else cp1252, which older Windows tools
-        # save; anything that decodes as neither is binary.
-        candidates = ("utf-8-sig", declared or "cp1252")
+        candidates = ("utf-8-sig", fallback)
     for encoding in candidates:
         try:
             text = data.decode(encoding)
         except UnicodeDecodeError:
             continue
+        if encoding == fallback and declared is not None and _reads_a_byte_as_a_character(encoding):
+            # Before the control characters are counted: UTF-8 punctuation read as ISO 8859-x
+            # ("–" is E2 80 93) is C1 controls, and the file would be called binary data.
+            _refuse_utf8_under_a_stale_declaration(filename, data)
         if "\x00" in text or len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_CHAR_SHARE * len(text):
             break
         if encoding == "cp1252" and declared is None:
             _refuse_broken_utf8(filename, data)
         return text
     raise DocumentRejected(f"{filename}: not readable as text (expected UTF-8); the file looks like binary data")
+
+
+def _reads_a_byte_as_a_character(encoding: str) -> bool:
+    """Single-byte charsets (cp1252, ISO 8859-x, KOI8-R), where UTF-8 read byte by byte turns to
+    garbage; not Shift JIS or EUC-JP, whose own byte pairs often look like UTF-8."""
+    return len(bytes(range(256)).decode(encoding, errors="replace")) == 256
 
 
 def _refuse_broken_utf8(filename: str, data: bytes) -> None:
@@ -152,6 +164,20 @@ def _refuse_broken_utf8(filename: str, data: bytes) -> None:
             f"{filename}: not valid UTF-8: the text is UTF-8 but its first invalid byte sequence is at byte "
             f"offset {exc.start} (0x{data[exc.start]:02x}); save the file as UTF-8 and upload it again"
         ) from None
+
+
+def _refuse_utf8_under_a_stale_declaration(filename: str, data: bytes) -> None:
+    """Text that declares a single-byte charset but is UTF-8 with a bad byte is refused as well.
+
+    The declaration is evidence of its own, and genuine text in some single-byte charsets is
+    full of byte pairs that are valid UTF-8 (KOI8-R "её", cp1251 "Её", TIS-620 Thai, German
+    "Maß“" in cp1252): it is taken as stale only when UTF-8 sequences hold most of the
+    non-ASCII bytes.
+    """
+    non_ascii = len(data) - len(data.translate(None, _NON_ASCII_BYTES))
+    in_sequences = len(data) - len(_UTF8_MULTIBYTE.sub(b"", data))
+    if in_sequences * 2 > non_ascii:
+        _refuse_broken_utf8(filename, data)
 
 
 def _split_front_matter(filename: str, text: str) -> tuple[str, dict[str, str]]:

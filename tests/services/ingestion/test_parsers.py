@@ -546,6 +546,34 @@ def test_html_that_is_valid_utf8_is_read_as_utf8_whatever_it_declares() -> None:
     assert parse_document("cafe.html", latin).text == "1.1 The café \u201crule\u201d."
 
 
+@pytest.mark.parametrize("charset", ["iso-8859-1", "windows-1252", "iso-8859-15", "koi8-r"])
+def test_html_declaring_a_single_byte_charset_but_holding_broken_utf8_is_rejected(charset: str) -> None:
+    # The declaration is stale: an editor saved the page as UTF-8, and one byte went bad. Read
+    # in the declared charset, "₹50" came out as "â‚¹50" and the amounts were indexed so.
+    clause = "<p>1.1 The limit is ₹50 lakh per customer – see the café rules.</p>\n"
+    more = "<p>1.2 Loans above the limit need the approval of the credit committee and the branch head.</p>\n"
+    data = f'<meta charset="{charset}">{clause}{more * 3}'.encode() + b"<p>1.3 Caf\xe9.</p>"
+    offset = data.index(b"\xe9")
+    message = rf"^limits\.html: not valid UTF-8: .* at byte offset {offset} \(0xe9\); save the file as UTF-8"
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document("limits.html", data)
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding", "rule"),
+    [
+        ("iso-8859-1", "latin-1", "1.1 The café rule applies."),  # é is E9: nothing that looks like UTF-8
+        # These hold a few byte pairs that are also valid UTF-8 ("ß“" is DF 93, "её" in KOI8-R
+        # C5 A3), among many more bytes that are not: the declaration stands.
+        ("windows-1252", "cp1252", "1.1 Die Bank bewahrt Daten fünf Jahre auf; „das Maß“ gilt für Größe."),
+        ("koi8-r", "koi8_r", "1.1 Банк хранит её данные; всё ещё действует учёт операций."),
+    ],
+)
+def test_html_in_a_declared_single_byte_charset_is_read_in_it(charset: str, encoding: str, rule: str) -> None:
+    html = f'<meta charset="{charset}"><p>{rule}</p>'.encode(encoding)
+    assert parse_document("rules.html", html).text == rule
+
+
 def test_html_entity_declarations_are_rejected() -> None:
     html = b'<!DOCTYPE html [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><html><body><p>&lol2;</p></body></html>'
     with pytest.raises(DocumentRejected, match=r"^evil\.htm: the HTML declares XML entities"):
