@@ -264,6 +264,19 @@ def test_docx_total_expanded_size_is_limited(monkeypatch: pytest.MonkeyPatch) ->
         parse_document("big.docx", data)
 
 
+def test_docx_xml_is_limited_before_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Within the zip limits, 256 MiB of tiny paragraphs took minutes and gigabytes to parse.
+    data = make_docx()
+    xml_bytes = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(data)).infolist()
+                    if info.filename in parsers._DOCX_XML_PARTS)
+    monkeypatch.setattr(parsers, "_MAX_DOCX_XML_BYTES", xml_bytes)
+    parse_document("ok.docx", data)
+    monkeypatch.setattr(parsers, "_MAX_DOCX_XML_BYTES", xml_bytes - 1)
+    message = rf"^big\.docx: the DOCX text \(word/document\.xml .*\) is {xml_bytes} bytes of XML, over the limit of"
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document("big.docx", data)
+
+
 def test_docx_with_too_many_entries_is_rejected() -> None:
     entries = {f"word/media/{i}.txt": b"x" for i in range(1_001)}
     with pytest.raises(DocumentRejected, match=r"zip entries, over the limit of 1000"):

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import docx
 import pytest
 
 from services.bench.obliqa import DEFAULT_OBLIQA_DIR
@@ -114,6 +119,33 @@ def stored_rows(runtime) -> dict[str, int]:
     with runtime.session_factory() as s:
         return {table.__tablename__: s.scalar(select(func.count()).select_from(table))
                 for table in (Document, DocumentVersion, Clause, Chunk, AuditRecord)}
+
+
+def test_a_docx_over_the_xml_limit_is_refused_and_stores_nothing(fresh):
+    from services.ingestion.parsers import _DOCX_XML_PARTS, _MAX_DOCX_XML_BYTES
+
+    document = docx.Document()
+    document.add_paragraph("1.1 The maximum loan-to-value ratio is 90%.")
+    saved = io.BytesIO()
+    document.save(saved)
+    with zipfile.ZipFile(saved) as source:
+        parts = {info.filename: source.read(info.filename) for info in source.infolist()}
+    xml_bytes = sum(len(parts.get(name, b"")) for name in _DOCX_XML_PARTS)
+    # A comment of random text (no zip bomb: it hardly compresses) takes the XML one byte over the limit.
+    filler = _MAX_DOCX_XML_BYTES + 1 - xml_bytes - len(b"<!---->")
+    padding = b"<!--" + base64.b64encode(random.Random(1).randbytes(filler))[:filler] + b"-->"
+    parts["word/document.xml"] = parts["word/document.xml"].replace(b"</w:body>", padding + b"</w:body>", 1)
+    padded = io.BytesIO()
+    with zipfile.ZipFile(padded, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, content in parts.items():
+            target.writestr(name, content)
+    overrides = {"policy_id": "CRD-BIG", "title": "Big", "version": "1", "effective_date": "2026-01-01",
+                 "classification": "public", "owner": "Credit"}
+    before = stored_rows(fresh)
+    with pytest.raises(DocumentRejected, match=r"^big\.docx: the DOCX text .* bytes of XML, over the limit of"):
+        fresh.ingestion.ingest_bytes("big.docx", padded.getvalue(), overrides)
+    assert stored_rows(fresh) == before
+    assert fresh.index.count(fresh.identity.index_name) == 0
 
 
 @pytest.mark.parametrize("failing", ["embedder", "index"])
