@@ -3,6 +3,11 @@
 It stands in for a Tier-2 on-prem endpoint where none is deployed: the test suite and
 `policyhub bench tiering` start one on the bundled GGUF, send it real HTTP requests through
 the same `OpenAICompatibleGenerator` as any endpoint, and stop it when they are done.
+
+The child asks the kernel to stop it when its parent dies (Linux `PR_SET_PDEATHSIG`): a bench
+killed with SIGTERM runs no `finally`, and its server would otherwise stay behind holding a
+port and the model's memory. The child sets this on itself (`_CHILD`), not through
+`preexec_fn`, which is unsafe in a parent with threads.
 """
 
 from __future__ import annotations
@@ -21,6 +26,19 @@ import httpx
 
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 10
+# Run as `python -c _CHILD <parent pid> <server args...>`: die with the parent, then be the server.
+_CHILD = """
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass  # not Linux: the parent's own cleanup still stops the server
+if os.getppid() != parent:
+    sys.exit("llama_cpp.server: the process that started it has already exited")
+sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 class LlamaServerError(Exception):
@@ -44,7 +62,7 @@ def running_llama_server(model_path: Path, *, model_alias: str, n_ctx: int = 204
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log_path = log_path or Path(tmp) / "server.log"
         port = free_port()
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
+        command = [sys.executable, "-c", _CHILD, str(os.getpid()), "--model", str(model_path), "--host", "127.0.0.1",
                    "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
                    "--n_threads_batch", str(n_threads), "--model_alias", model_alias]
         # Passive OpenMP waiting for the same reason as the in-process generator (services.generation.llama).
