@@ -4,7 +4,8 @@ It stands in for a Tier-2 on-prem endpoint where none is deployed: the test suit
 `policyhub bench tiering` start one on the bundled GGUF, send it real HTTP requests through
 the same `OpenAICompatibleGenerator` as any endpoint, and stop it when they are done.
 
-The child asks the kernel to stop it when its parent dies (Linux `PR_SET_PDEATHSIG`): a bench
+The child asks the kernel to stop it when its parent dies (Linux `PR_SET_PDEATHSIG`; strictly,
+when the thread that started it ends, which holds the context until it is done): a bench
 killed with SIGTERM runs no `finally`, and its server would otherwise stay behind holding a
 port and the model's memory. The child sets this on itself (`_CHILD`), not through
 `preexec_fn`, which is unsafe in a parent with threads.
