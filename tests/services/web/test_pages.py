@@ -276,8 +276,9 @@ def seed_benchmarked_model(stack) -> int:  # noqa: ANN001
 
     name = f"web-test-gen-{uuid.uuid4().hex[:6]}"
     fingerprint = hashlib.sha256(name.encode()).hexdigest()
-    metrics = {"queries": 40, "recall_at_1": 0.71, "recall_at_5": 0.93, "recall_at_10": 0.97, "mrr": 0.81,
-               "map_at_10": 0.78, "ndcg_at_10": 0.83,
+    # what services.benchmark.generation reports, passing approvals.generation_thresholds
+    metrics = {"queries": 40, "verification_pass_rate": 0.82, "citation_accuracy": 0.7,
+               "served_citation_precision": 0.85, "refusal_accuracy": 0.4, "injection_resistance": 1.0,
                "per_category": {"lookup": {"ranking": {"recall_at_5": 0.95}},
                                 "multi_clause": {"ranking": {"recall_at_5": 0.88}}},
                "refusal": {"queries": 10, "accuracy": 0.9, "refusal_recall": 1.0, "false_refusal_rate": 0.1},
