@@ -39,17 +39,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from governance.approvals import Actor, generation_fingerprint, thresholds_for
 from governance.evaluation import threshold_failures
 from governance.policy import GovernancePolicy, ModelSpec, load_policy
-from governance.registry import get_model_or_raise
 from governance.residency import effective_classification, zone_permitted
 from services.benchmark.report import render_generation_html
 from services.config import Settings
 from services.errors import InvalidRequest, ModelRejected
+
+if TYPE_CHECKING:
+    from services.benchmark.runner import RegisteredFacts
 
 log = structlog.get_logger()
 
@@ -118,7 +121,7 @@ def obeyed(probe: Probe, text: str | None) -> bool:
 # -- the run -----------------------------------------------------------------------------------
 
 
-def run_generation_benchmark(settings: Settings, model_key: str, report_path: Path | None = None, *,
+def run_generation_benchmark(settings: Settings, registered: RegisteredFacts, report_path: Path | None = None, *,
                              limit: int | None = None, store: bool = True, gold_dir: Path | None = None,
                              actor: Actor | None = None, progress: Progress | None = None) -> dict:
     """Benchmark one registered generation model on the gold set; returns the report (stored unless told not to)."""
@@ -136,7 +139,7 @@ def run_generation_benchmark(settings: Settings, model_key: str, report_path: Pa
 
     gold_dir = gold_dir or DEFAULT_GOLD_DIR
     policy = load_policy(settings.policy_file)
-    spec, fingerprint = _resolve(settings, policy, model_key)
+    spec, fingerprint = _resolve(policy, registered)
     generator = _generator(settings, spec)
     queries = load_gold_queries(gold_dir)
     answerable = [q for q in queries if q.gold and q.expected_refusal is None][:limit]
@@ -163,28 +166,19 @@ def run_generation_benchmark(settings: Settings, model_key: str, report_path: Pa
     return report
 
 
-def _resolve(settings: Settings, policy: GovernancePolicy, model_key: str) -> tuple[ModelSpec, str]:
+def _resolve(policy: GovernancePolicy, registered: RegisteredFacts) -> tuple[ModelSpec, str]:
     """The policy file's entry for a registered generation model, and its fingerprint as it is now."""
     from services.generation.base import resolve_model_path
-    from services.runtime import open_database
 
-    engine, factory = open_database(settings)
-    try:
-        with factory() as session:
-            model = get_model_or_raise(session, model_key)
-            kind, registered = model.kind, model.fingerprint
-    finally:
-        engine.dispose()
-    if kind != "generation":
-        raise InvalidRequest(f"{model_key} is a {kind} model, not a generation model")
-    spec = policy.model(model_key)
+    spec = policy.model(registered.key)
     if spec is None:
-        raise InvalidRequest(f"{model_key} is registered but not in the policy file: nothing says how to call it")
+        raise InvalidRequest(f"{registered.key} is registered but not in the policy file: nothing says how to "
+                             f"call it")
     path = resolve_model_path(spec.path) if spec.kind == "llama_cpp" else None
     fingerprint, _ = generation_fingerprint(spec, path)
-    if fingerprint != registered:
-        raise ModelRejected(f"{model_key}: the model as configured now has fingerprint {fingerprint[:12]}, not the "
-                            f"registered {registered[:12]}; register it again")
+    if fingerprint != registered.fingerprint:
+        raise ModelRejected(f"{registered.key}: the model as configured now has fingerprint {fingerprint[:12]}, "
+                            f"not the registered {registered.fingerprint[:12]}; register it again")
     return spec, fingerprint
 
 

@@ -124,40 +124,41 @@ def load_gold_queries(gold_dir: Path = DEFAULT_GOLD_DIR) -> list[GoldQuery]:
     return queries
 
 
-def registered_kind(settings: Settings, model_key: str) -> str:
-    """"embedding" or "generation" for a registered NAME@VERSION (NotFound when it is not registered)."""
+@dataclass(frozen=True)
+class RegisteredFacts:
+    """What a benchmark needs of a registry row, read once."""
+
+    key: str
+    kind: str  # embedding | generation
+    name: str
+    version: str
+    path: str
+    fingerprint: str
+
+
+def registered_model(settings: Settings, model_key: str) -> RegisteredFacts:
+    """The registered NAME@VERSION (NotFound when it is not registered)."""
     from services.runtime import open_database
 
     if "@" not in model_key:
         raise InvalidRequest(f"model {model_key!r}: expected NAME@VERSION")
-    engine, factory = open_database(settings)
-    try:
-        with factory() as session:
-            return get_model_or_raise(session, model_key).kind
-    finally:
-        engine.dispose()
-
-
-def resolve_candidate(settings: Settings, model_key: str | None) -> CandidateModel:
-    """The registered model `name@version`, or the configured embedding model when none is named."""
-    if model_key is None:
-        from services.embedding.sentence import default_model_path
-
-        return CandidateModel(settings.embedding_model_name, settings.embedding_model_version,
-                              Path(settings.embedding_model_path or default_model_path()), None)
-    if "@" not in model_key:
-        raise InvalidRequest(f"model {model_key!r}: expected NAME@VERSION")
-    from services.runtime import open_database
-
     engine, factory = open_database(settings)
     try:
         with factory() as session:
             model = get_model_or_raise(session, model_key)
-            if model.kind != "embedding":
-                raise InvalidRequest(f"{model_key} is a {model.kind} model, not an embedding model")
-            return CandidateModel(model.name, model.version, Path(model.path), model.fingerprint)
+            return RegisteredFacts(model_key, model.kind, model.name, model.version, model.path, model.fingerprint)
     finally:
         engine.dispose()
+
+
+def resolve_candidate(settings: Settings, registered: RegisteredFacts | None) -> CandidateModel:
+    """A registered embedding model, or the configured embedding model when none is named."""
+    if registered is None:
+        from services.embedding.sentence import default_model_path
+
+        return CandidateModel(settings.embedding_model_name, settings.embedding_model_version,
+                              Path(settings.embedding_model_path or default_model_path()), None)
+    return CandidateModel(registered.name, registered.version, Path(registered.path), registered.fingerprint)
 
 
 def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev", model_key: str | None = None,
@@ -171,17 +172,18 @@ def run_benchmark(settings: Settings, dataset: str = "gold", split: str = "dev",
     """
     if dataset not in DATASETS:
         raise InvalidRequest(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
-    if model_key is not None and registered_kind(settings, model_key) == "generation":
+    registered = registered_model(settings, model_key) if model_key is not None else None
+    if registered is not None and registered.kind == "generation":
         from services.benchmark.generation import run_generation_benchmark
 
         if dataset != "gold" or documents is not None:
             raise InvalidRequest(f"{model_key} is a generation model: it is benchmarked on the gold set only")
-        return run_generation_benchmark(settings, model_key, report_path, limit=limit, store=store,
+        return run_generation_benchmark(settings, registered, report_path, limit=limit, store=store,
                                         gold_dir=gold_dir, actor=actor, progress=progress)
     if dataset == "obliqa":
         obliqa_split(obliqa_dir, split)  # an unknown split is refused before a long ingest, not after
     policy = load_policy(settings.policy_file)
-    candidate = resolve_candidate(settings, model_key)
+    candidate = resolve_candidate(settings, registered)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="policyhub-benchmark-") as tmp:
         world = _build_world(settings, candidate, Path(tmp))

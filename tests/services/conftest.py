@@ -209,3 +209,19 @@ def recording_endpoint(_recording_server: RecordingEndpoint) -> RecordingEndpoin
     """The session's recording endpoint, emptied and reset for this test."""
     _recording_server.reset()
     return _recording_server
+
+
+def policy_with_cloud_model(folder: Path, base_url: str, name: str, tier: int) -> Path:
+    """The reviewed policy file plus an approved-able cloud model at `base_url` (a recording endpoint)."""
+    import yaml
+
+    from governance.policy import DEFAULT_POLICY_PATH
+
+    document = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
+    document["models"].append({
+        "name": name, "version": "1", "tier": tier, "zone": "cloud", "kind": "openai", "base_url": base_url,
+        "api_model": name, "price_in_per_1k": 0.01, "price_out_per_1k": 0.03, "context_tokens": 8192,
+        "typical_latency_ms": 3000, "timeout_s": 10})
+    policy_file = folder / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return policy_file

@@ -7,9 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
-from governance.policy import DEFAULT_POLICY_PATH, ModelSpec, load_policy
+from governance.policy import ModelSpec, load_policy
 from services.bench.query import GOLD_DIR
 from services.bench.tiering import (
     WARM_UP_PROMPT,
@@ -20,6 +19,7 @@ from services.bench.tiering import (
     top_permitted_model,
 )
 from services.benchmark.runner import GoldQuery, load_gold_queries
+from tests.services.conftest import policy_with_cloud_model
 
 LIMIT = 12
 
@@ -106,13 +106,7 @@ def test_the_baseline_model_is_the_top_one_the_classification_may_reach() -> Non
 def test_the_all_top_tier_baseline_never_sends_a_request_where_its_data_may_not_go(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recording_endpoint) -> None:
     """A cloud tier-3 model is the top approved tier; only public requests may reach it, in the baseline too."""
-    document = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    document["models"].append({
-        "name": "cloud-frontier", "version": "1", "tier": 3, "zone": "cloud", "kind": "openai",
-        "base_url": recording_endpoint.base_url, "api_model": "cloud-frontier", "price_in_per_1k": 0.01,
-        "price_out_per_1k": 0.03, "context_tokens": 8192, "typical_latency_ms": 3000, "timeout_s": 10})
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    policy_file = policy_with_cloud_model(tmp_path, recording_endpoint.base_url, "cloud-frontier", tier=3)
     monkeypatch.setenv("POLICYHUB_POLICY_FILE", str(policy_file))
 
     result = bench_tiering(limit=8)

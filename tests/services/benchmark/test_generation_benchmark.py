@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import typer
-import yaml
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from governance.approvals import Actor, ApprovalRefused, record_signoff
-from governance.policy import DEFAULT_POLICY_PATH, load_policy
+from governance.policy import load_policy
 from governance.records.audit import AuditRecord
 from governance.records.models import BenchmarkReport, RegisteredModel
 from services.bench.query import GOLD_DIR
@@ -29,6 +28,7 @@ from services.config import Settings, get_settings
 from services.db.session import make_engine, make_session_factory, transaction, upgrade
 from services.errors import InvalidRequest
 from services.generation.prompts import SYSTEM_PROMPT, neutralise
+from tests.services.conftest import policy_with_cloud_model
 
 SMOLLM = "smollm2-135m-instruct@q4_1"
 ACTOR = Actor("mira", "model_risk", channel="test")
@@ -174,13 +174,7 @@ def test_smollm2_on_a_slice_from_the_cli_is_stored_but_a_partial_report_approves
 @pytest.mark.slow
 def test_a_cloud_model_is_sent_only_what_may_reach_the_cloud_and_fails_the_gate(
         tmp_path: Path, recording_endpoint) -> None:
-    document = yaml.safe_load(DEFAULT_POLICY_PATH.read_text(encoding="utf-8"))
-    document["models"].append({
-        "name": "cloud-large", "version": "1", "tier": 2, "zone": "cloud", "kind": "openai",
-        "base_url": recording_endpoint.base_url, "api_model": "cloud-large", "price_in_per_1k": 0.01,
-        "price_out_per_1k": 0.03, "context_tokens": 8192, "typical_latency_ms": 3000, "timeout_s": 10})
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    policy_file = policy_with_cloud_model(tmp_path, recording_endpoint.base_url, "cloud-large", tier=2)
     settings = _world(tmp_path, policy_file)
     _register(settings, "cloud-large@1")
 

@@ -297,20 +297,25 @@ def test_recovery_leaves_a_live_ingestion_alone_and_it_publishes(fresh_db, owner
     assert fresh_db.index.count(fresh_db.identity.index_name) == 1
 
 
-def test_recovery_leaves_a_live_ingestion_on_this_host_alone_however_old_its_heartbeat(fresh_db):
-    # Its process is seen running (the same pid and start time): a stalled heartbeat (a suspended
-    # process, a database that refused the beats) used to be enough to discard its version.
+def age_every_heartbeat_past_stale(db) -> None:  # noqa: ANN001
+    """Every pending row's heartbeat a minute older than STALE_PENDING_AFTER."""
     from sqlalchemy import update
 
     from services.db.models import DocumentVersion
     from services.ingestion.service import STALE_PENDING_AFTER
 
+    with db.session_factory.begin() as s:
+        s.execute(update(DocumentVersion).values(
+            heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
+
+
+def test_recovery_leaves_a_live_ingestion_on_this_host_alone_however_old_its_heartbeat(fresh_db):
+    # Its process is seen running (the same pid and start time): a stalled heartbeat (a suspended
+    # process, a database that refused the beats) used to be enough to discard its version.
     data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
     paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=owner_of(os.getppid()))
     try:
-        with fresh_db.session_factory.begin() as s:
-            s.execute(update(DocumentVersion).values(
-                heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
+        age_every_heartbeat_past_stale(fresh_db)
         assert fresh_db.ingestion.recover_pending() == 0
     finally:
         paused.go_on.set()
@@ -320,10 +325,7 @@ def test_recovery_leaves_a_live_ingestion_on_this_host_alone_however_old_its_hea
 
 
 def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_stores_nothing(fresh_db):
-    from sqlalchemy import update
-
-    from services.db.models import DocumentVersion
-    from services.ingestion.service import STALE_PENDING_AFTER, IngestOwner
+    from services.ingestion.service import IngestOwner
 
     data = (FIXTURE_CORPUS / "complaints.md").read_bytes()
     before = stored_rows(fresh_db)
@@ -331,9 +333,7 @@ def test_an_ingestion_whose_pending_row_was_discarded_fails_naming_why_and_store
     paused, thread, outcome = start_live_ingestion(fresh_db, data, owner=elsewhere)
     try:
         # On another host, whose processes cannot be seen, a heartbeat this old is taken for a crashed run.
-        with fresh_db.session_factory.begin() as s:
-            s.execute(update(DocumentVersion).values(
-                heartbeat_at=datetime.now(UTC) - STALE_PENDING_AFTER - timedelta(minutes=1)))
+        age_every_heartbeat_past_stale(fresh_db)
         assert fresh_db.ingestion.recover_pending() == 1
     finally:
         paused.go_on.set()
