@@ -9,6 +9,7 @@ fall back without knowing which backend failed or how.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +17,12 @@ from typing import Protocol
 from governance.policy import ModelSpec
 
 PACKAGE_PREFIX = "package:"
+# Why a generation ended: the model finished, it reached max_tokens (the answer is cut off), or
+# the backend stopped it repeating itself (a degenerate loop that would only have run to max_tokens).
+FINISH_STOP, FINISH_LENGTH, FINISH_LOOP = "stop", "length", "loop"
+# A loop: a run of up to LOOP_MAX_PERIOD items said LOOP_MIN_REPEATS times back to back, covering at
+# least LOOP_MIN_SPAN items, or a run of LOOP_LONG_PERIOD items or more said twice back to back.
+LOOP_MIN_REPEATS, LOOP_MIN_SPAN, LOOP_LONG_PERIOD, LOOP_MAX_PERIOD = 3, 8, 16, 48
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,7 @@ class Generation:
     input_tokens: int
     output_tokens: int
     latency_ms: float
+    finish: str = FINISH_STOP
 
 
 class GenerationError(Exception):
@@ -46,6 +54,38 @@ class Generator(Protocol):
         `grammar` (llama.cpp GBNF) constrains the output where the backend can enforce it; a
         backend that cannot ignores it, and verification judges the answer either way.
         """
+
+
+def _is_loop(period: int, length: int) -> bool:
+    """Is a stretch of `length` items that repeats with `period` a loop?"""
+    repeats = length // period
+    if period >= LOOP_LONG_PERIOD:
+        return repeats >= 2
+    return repeats >= LOOP_MIN_REPEATS and length >= LOOP_MIN_SPAN
+
+
+def repeated_run(items: Sequence[Hashable], at_end: bool = False) -> tuple[int, int, int] | None:
+    """(start, period, repeats) of the first loop in `items` (words or token ids), or None.
+
+    A loop is the same run of items said back to back: "Policy: Policy: Policy: ..." or one
+    sentence twice in a row. Clause text does not do this; a small model caught in a loop does.
+    With `at_end`, only a loop reaching the last item counts (checked while decoding).
+    """
+    n = len(items)
+    for period in range(1, min(LOOP_MAX_PERIOD, n // 2) + 1):
+        if at_end:
+            matched = 0
+            while matched < n - period and items[n - 1 - matched] == items[n - 1 - matched - period]:
+                matched += 1
+            if _is_loop(period, matched + period):
+                return n - matched - period, period, (matched + period) // period
+            continue
+        matched = 0
+        for i in range(n - period):
+            matched = matched + 1 if items[i] == items[i + period] else 0
+            if _is_loop(period, matched + period):
+                return i - matched + 1, period, (matched + period) // period
+    return None
 
 
 def generation_cost(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:

@@ -13,6 +13,9 @@ own citation (its title, clause number, version, effective date) are accepted to
 model that says "the policy effective 1 April 2024 says …" is describing its source.
 Number words ("thirty") are not extracted: they are rare in the corpus and matching "one" would
 flag pronouns; the gap is accepted.
+
+An answer caught in a loop ("Policy: Policy: Policy: ...", one sentence twice in a row) fails
+whatever it cites: numbers copied from a clause do not make a repetition an answer.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from services.generation.base import repeated_run
 from services.query.schemas import NOT_AVAILABLE
 
 
@@ -98,6 +102,7 @@ _NUMBER = re.compile(
     re.IGNORECASE)
 
 _NOT_AVAILABLE_NORMALISED = NOT_AVAILABLE.lower()
+_WORD = re.compile(r"\w+(?:[.,:/-]\w+)*")
 
 
 def _canonical_number(text: str, scale: int = 1) -> str | None:
@@ -173,13 +178,27 @@ def _supported(fact: str, allowed: set[str]) -> bool:
 
 
 def is_not_available(answer: str) -> bool:
-    """The model's (or the service's) exact refusal to answer from the clauses.
+    """The model's (or the service's) refusal to answer from the clauses.
 
     A citation marker around it ("[1] Not available in policy.") does not make it an answer:
-    citing a clause to say the clauses do not answer is still the refusal.
+    citing a clause to say the clauses do not answer is still the refusal. Nor does anything
+    said after it ("Not available in policy: the answer is not in the clauses.").
     """
-    text = _CITATION_MARKER.sub(" ", answer)
-    return " ".join(text.split()).strip().rstrip(".").strip().lower() == _NOT_AVAILABLE_NORMALISED
+    text = " ".join(_CITATION_MARKER.sub(" ", answer).split()).strip().lower()
+    if not text.startswith(_NOT_AVAILABLE_NORMALISED):
+        return False
+    rest = text[len(_NOT_AVAILABLE_NORMALISED):]
+    return not rest or not (rest[0].isalnum() or rest[0] == "_")
+
+
+def repetition(answer: str) -> str | None:
+    """The phrase an answer repeats back to back (a model caught in a loop), or None."""
+    words = _WORD.findall(answer.lower())
+    found = repeated_run(words)
+    if found is None:
+        return None
+    start, period, _ = found
+    return " ".join(words[start:start + period])
 
 
 def _citation_facts(clause: RetrievedClause) -> set[str]:
@@ -208,6 +227,9 @@ def verify_answer(answer: str, cited_refs: Sequence[str], retrieved: Sequence[Re
         problems.append("the answer is only a citation")
     if not refs:
         problems.append("the answer cites no clause")
+    loop = repetition(answer)
+    if loop is not None:
+        problems.append(f"the answer repeats itself ({loop!r} back to back)")
     by_ref = {c.ref.upper(): c for c in retrieved}
     unknown = [r for r in refs if r not in by_ref]
     problems += [f"the answer cites {r}, which is not a retrieved clause" for r in unknown]

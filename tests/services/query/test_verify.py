@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.query.verify import RetrievedClause, extract_numbers, verify_answer
+from services.generation.base import LOOP_LONG_PERIOD, LOOP_MIN_REPEATS, LOOP_MIN_SPAN, repeated_run
+from services.query.verify import RetrievedClause, extract_numbers, is_not_available, repetition, verify_answer
 
 pytestmark = pytest.mark.unit
 
@@ -117,3 +118,80 @@ def test_a_number_absent_from_the_cited_clause_always_fails(in_clause: int, in_a
     source = clause("C1", f"The limit is {in_clause} units.", clause_no=clause_no, version=version)
     result = verify_answer(f"The limit is {in_answer} units [C1].", ["C1"], [source])
     assert result.passed == (in_clause == in_answer)
+
+
+# -- loops: a small model repeating itself is not an answer -------------------------------------
+
+# Tier-1 answers SmolLM2-135M gave in the tiering bench of 2026-11-30, served because every number
+# in them appears in the cited clause.
+BAND_B = clause("C1", "Band B: INR 2,200;", title="Travel and Business Expense Policy")
+OUTSOURCING = clause("C1", "Outsourcing of any activity does not diminish the obligations of the Bank, its Board or "
+                           "senior management.", title="Outsourcing and Vendor Risk Management Policy")
+OBSERVED_LOOPS = [
+    ("[1] Travel and Business Expense Policy: Band B: INR 2,200; Band B: INR 2,200; Band B: INR 2,200; Band B",
+     BAND_B, "band b inr 2,200"),
+    ("[1] Outsourcing and Vendor Risk Management Policy: Outsourcing and Vendor Risk Management Policy: Outsourcing "
+     "and Vendor Risk Management Policy: Outsourcing and", OUTSOURCING, "outsourcing and vendor risk management policy"),
+    ("[1] Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy: Policy:",
+     OUTSOURCING, "policy"),
+]
+
+
+@pytest.mark.parametrize(("answer", "cited", "phrase"), OBSERVED_LOOPS)
+def test_observed_loops_fail_verification(answer: str, cited: RetrievedClause, phrase: str) -> None:
+    assert repetition(answer) == phrase
+    result = verify_answer(answer, ["C1"], [cited])
+    assert not result.passed
+    assert result.problems == (f"the answer repeats itself ({phrase!r} back to back)",)
+
+
+def test_an_answer_that_copies_its_clause_is_not_a_loop() -> None:
+    answer = "[1] Leave Policy: Employees may carry forward a maximum of 30 days of earned leave."
+    assert repetition(answer) is None and verify_answer(answer, ["C1"], [LEAVE]).passed
+
+
+def test_no_paragraph_of_the_gold_policies_reads_as_a_loop() -> None:
+    """A model that copies any clause of the bank's own policies verbatim must not be failed for it."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[3] / "gold_dataset" / "policies"
+    paragraphs = [p for f in sorted(folder.rglob("*")) if f.is_file()
+                  for p in re.split(r"\n\s*\n|\n(?=\s*\(?\d)", f.read_text(encoding="utf-8"))]
+    assert len(paragraphs) > 500
+    assert [p for p in paragraphs if repetition(p)] == []
+
+
+_words = st.lists(st.sampled_from(["loan", "the", "bank", "inr", "5,000", "policy", "days", "of"]), min_size=1,
+                  max_size=20)
+
+
+@given(phrase=_words, repeats=st.integers(min_value=1, max_value=5), tail=_words)
+def test_a_phrase_said_back_to_back_is_a_loop_exactly_when_the_rule_says(phrase: list[str], repeats: int,
+                                                                         tail: list[str]) -> None:
+    period = len(phrase)
+    if any(phrase[i:] + phrase[:i] == phrase for i in range(1, period)):
+        return  # a phrase made of a shorter phrase repeated is that shorter phrase's loop
+    items = phrase * repeats
+    rule = repeats >= 2 if period >= LOOP_LONG_PERIOD else (repeats >= LOOP_MIN_REPEATS
+                                                             and period * repeats >= LOOP_MIN_SPAN)
+    at_end = repeated_run(items, at_end=True)
+    if rule:
+        assert repeated_run(items) is not None and at_end is not None
+        assert repeated_run(["start", *items, "stop", *tail]) is not None  # found anywhere, not only at the end
+    else:
+        assert at_end is None or at_end[1] < period  # only a shorter loop inside the phrase can count
+
+
+@pytest.mark.parametrize("answer", ["[1] Not available in policy: The answer is not available in policy.",
+                                    "Not available in policy — the clauses cover a different topic.",
+                                    "[2] Not available in policy."])
+def test_a_refusal_with_more_said_after_it_is_still_the_refusal(answer: str) -> None:
+    assert is_not_available(answer)
+    assert verify_answer(answer, ["C1"], [LEAVE]).passed  # the refusal itself needs no citation
+
+
+@pytest.mark.parametrize("answer", ["Not available in policyholder accounts: see [1].",
+                                    "[1] Leave not available in policy year 2024 lapses."])
+def test_an_answer_merely_containing_the_refusal_words_is_not_the_refusal(answer: str) -> None:
+    assert not is_not_available(answer)
