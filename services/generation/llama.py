@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from governance.policy import ModelSpec
-from services.generation.base import Generation, GenerationError, GenerationTimeout, resolve_model_path
+from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, FINISH_STOP, Generation, GenerationError,
+                                      GenerationTimeout, repeated_run, resolve_model_path)
 
 DEFAULT_SEED = 42  # fixed so the same prompt gives the same answer (replayable audits, stable tests)
 DEFAULT_LOOKAHEAD = 8  # draft tokens taken from the prompt per decoding step (0: one token per step)
@@ -110,7 +111,7 @@ class LlamaCppGenerator:
             raise GenerationTimeout(f"model {self.spec.key}: busy for longer than {timeout:g} s")
         try:
             self._deadline = time.monotonic() + max(0.0, timeout - (time.perf_counter() - started))
-            text, input_tokens, output_tokens = self._complete(messages, max_tokens, grammar)
+            text, input_tokens, output_tokens, finish = self._complete(messages, max_tokens, grammar)
         except GenerationError:
             self._llm.reset()
             raise
@@ -125,10 +126,10 @@ class LlamaCppGenerator:
             self._deadline = float("inf")
             self._lock.release()
         return Generation(text=text.strip(), input_tokens=input_tokens, output_tokens=output_tokens,
-                          latency_ms=(time.perf_counter() - started) * 1000)
+                          latency_ms=(time.perf_counter() - started) * 1000, finish=finish)
 
-    def _complete(self, messages: list[dict], max_tokens: int, grammar: str | None) -> tuple[str, int, int]:
-        """Greedy completion of the chat; (text, prompt tokens, answer tokens). Runs under the lock."""
+    def _complete(self, messages: list[dict], max_tokens: int, grammar: str | None) -> tuple[str, int, int, str]:
+        """Greedy completion of the chat; (text, prompt tokens, answer tokens, finish). Runs under the lock."""
         import llama_cpp
 
         llm = self._llm
@@ -145,19 +146,23 @@ class LlamaCppGenerator:
                 raise GenerationError(f"model {self.spec.key}: llama.cpp rejected the grammar")
         try:
             self._eval_prompt(tokens)
-            answer = self._decode(tokens, min(max_tokens, room), sampler)
+            answer, finish = self._decode(tokens, min(max_tokens, room), sampler)
         finally:
             if sampler is not None:
                 llama_cpp.llama_sampler_free(sampler)
-        return llm.detokenize(answer).decode("utf-8", errors="ignore"), len(tokens), len(answer)
+        return llm.detokenize(answer).decode("utf-8", errors="ignore"), len(tokens), len(answer), finish
 
-    def _decode(self, prompt: list[int], limit: int, sampler) -> list[int]:  # noqa: ANN001 (a llama_sampler_p)
-        """Greedy answer tokens after the evaluated prompt, at most `limit`, with prompt-lookup drafts.
+    def _decode(self, prompt: list[int], limit: int, sampler) -> tuple[list[int], str]:  # noqa: ANN001
+        """Greedy answer tokens after the evaluated prompt, at most `limit`, with prompt-lookup drafts,
+        and why decoding ended (`sampler` is a llama_sampler_p or None).
 
         Each step feeds the last chosen token plus up to `lookahead` draft tokens: what followed
         the answer's last `DRAFT_NGRAM` tokens where they occur in the prompt. One batch yields
         the model's choice after every fed token; drafts are kept while they equal those choices,
         and the KV cache is cut after the last one kept.
+
+        A model caught in a loop is stopped as soon as the loop shows (`repeated_run`): its answer
+        would fail verification anyway, and running on to `limit` only adds latency.
         """
         import llama_cpp
 
@@ -197,7 +202,11 @@ class LlamaCppGenerator:
             llm.n_tokens = start + kept
             if len(answer) >= limit:
                 break
-        return answer
+            if repeated_run(answer, at_end=True) is not None:
+                return answer, FINISH_LOOP
+        else:
+            return answer, FINISH_STOP
+        return answer, (FINISH_LOOP if repeated_run(answer, at_end=True) is not None else FINISH_LENGTH)
 
     def _draft(self, prompt: list[int], answer: list[int]) -> list[int]:
         """The `lookahead` prompt tokens after the last occurrence of the answer's final n-gram, or none."""

@@ -10,7 +10,7 @@ import time
 
 from governance.policy import ModelSpec
 from governance.redaction import redact_url, redact_urls
-from services.generation.base import Generation, GenerationError, GenerationTimeout
+from services.generation.base import FINISH_LENGTH, FINISH_STOP, Generation, GenerationError, GenerationTimeout
 
 # Rough size of a token for endpoints that leave `usage` out, so cost is never silently zero.
 CHARS_PER_TOKEN = 4
@@ -67,4 +67,6 @@ class OpenAICompatibleGenerator:
         else:
             input_tokens = sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN + 1
             output_tokens = len(text) // CHARS_PER_TOKEN + (1 if text else 0)
-        return Generation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency_ms)
+        finish = FINISH_LENGTH if response.choices[0].finish_reason == "length" else FINISH_STOP
+        return Generation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency_ms,
+                          finish=finish)

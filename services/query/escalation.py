@@ -3,7 +3,9 @@
 Rules:
 
 * A model's answer is served only if `verify_answer` passes (it cites clauses its prompt showed,
-  all retrieved, and every number in it appears in a cited clause).
+  all retrieved, every number in it appears in a cited clause, and it does not repeat itself)
+  and the model finished it: an answer cut off at `MAX_ANSWER_TOKENS`, or stopped because the
+  model was looping, is not served however well it starts.
 * "Not available in policy" from a model is NOT served: the clauses passed the retrieval
   threshold, so they are probably relevant, and a small model often gives up wrongly. It is
   recorded as `declined` and the next candidate (ultimately the tier-0 quote, which lets the
@@ -28,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from governance.redaction import redact_urls
-from services.generation.base import Generator, GenerationError, GenerationTimeout, generation_cost
+from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, Generator, GenerationError, GenerationTimeout,
+                                      generation_cost)
 from services.generation.prompts import answer_grammar, build_messages, parse_citations, prompt_clauses
 from services.query.router import RouteDecision
 from services.query.schemas import NOT_AVAILABLE
@@ -37,7 +40,9 @@ from services.query.verify import RetrievedClause, Verification, is_not_availabl
 # Outcomes of an attempt.
 SERVED, FAILED_VERIFICATION, DECLINED, ERROR, TIMEOUT, SKIPPED, UNVERIFIED = (
     "served", "failed_verification", "declined", "error", "timeout", "skipped", "unverified")
-MAX_ANSWER_TOKENS = 48  # one sentence, about 30-40 tokens; a rambling small model is cut off
+# One or two sentences. A clause-length answer takes 50-80 tokens: at 48, 21 of 44 SmolLM2 answers
+# served in the tiering bench were cut off mid-sentence; at 96, 3 of 52 (all three loops).
+MAX_ANSWER_TOKENS = 96
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Attempt:
     error: str | None
     outcome: str  # served | failed_verification | declined | error | timeout | skipped | unverified
     verify_ms: float = 0.0
+    finish: str | None = None  # why the model stopped: stop | length | loop (None: no answer)
 
 
 @dataclass
@@ -157,7 +163,11 @@ def _call(tier: int, model_key: str, zone: str | None, generator: Generator, mes
     return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=generation.text,
                    verification=None, input_tokens=generation.input_tokens,
                    output_tokens=generation.output_tokens, cost=cost, latency_ms=generation.latency_ms,
-                   error=None, outcome=UNVERIFIED)
+                   error=None, outcome=UNVERIFIED, finish=generation.finish)
+
+
+_UNFINISHED = {FINISH_LENGTH: "the answer was cut off at the {n}-token limit",
+               FINISH_LOOP: "the model was stopped after {n} tokens: it was repeating itself"}
 
 
 def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause]) -> None:
@@ -165,6 +175,10 @@ def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause]) -> None:
     text = attempt.raw_output or ""
     verify_started = time.perf_counter()
     verification = verify_answer(text, parse_citations(text, clauses), clauses)
+    unfinished = _UNFINISHED.get(attempt.finish or "")
+    if unfinished is not None and not is_not_available(text):
+        verification = Verification(False, (*verification.problems, unfinished.format(n=attempt.output_tokens)),
+                                    verification.cited_refs)
     attempt.verify_ms = (time.perf_counter() - verify_started) * 1000
     attempt.verification = verification
     if is_not_available(text):

@@ -123,6 +123,9 @@ def test_generates_text_with_token_counts(smollm2: LlamaCppGenerator) -> None:
     assert first.input_tokens > 100 and 0 < first.output_tokens <= 48 and first.latency_ms > 0
     again = smollm2.generate(messages, max_tokens=48)
     assert again.text == first.text  # temperature 0 and a fixed seed: replayable
+    assert first.finish == again.finish == ("length" if first.output_tokens == 48 else "stop")
+    cut = smollm2.generate(messages, max_tokens=3)
+    assert (cut.output_tokens, cut.finish) == (3, "length")
 
 
 @pytest.mark.integration

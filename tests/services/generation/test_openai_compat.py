@@ -57,6 +57,9 @@ def test_llama_server_answers_through_the_openai_client(llama_server: str) -> No
     result = generator.generate(build_messages("How fast are complaints acknowledged?", [PUBLIC]), max_tokens=48)
     assert result.text.strip()
     assert result.input_tokens > 50 and 0 < result.output_tokens <= 48 and result.latency_ms > 0
+    assert result.finish == ("length" if result.output_tokens == 48 else "stop")
+    cut = generator.generate(build_messages("How fast are complaints acknowledged?", [PUBLIC]), max_tokens=3)
+    assert (cut.output_tokens, cut.finish) == (3, "length")  # the server's finish_reason, carried through
 
 
 def test_escalation_through_the_real_tier2_server(llama_server: str) -> None:

@@ -5,12 +5,13 @@ import socket
 import pytest
 
 from governance.policy import ModelSpec, load_policy
-from services.generation.base import Generation, GenerationError, GenerationTimeout, generation_cost
+from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, FINISH_STOP, Generation, GenerationError,
+                                      GenerationTimeout, generation_cost)
 from services.generation.llama import LlamaCppGenerator
 from services.generation.openai_compat import OpenAICompatibleGenerator
 from services.generation.prompts import answer_grammar, build_messages
 from services.query.complexity import QuestionFeatures
-from services.query.escalation import quote_answer, run_escalation
+from services.query.escalation import MAX_ANSWER_TOKENS, quote_answer, run_escalation
 from services.query.router import Budget, Candidate, RouteDecision, decide
 from services.query.schemas import NOT_AVAILABLE
 from services.query.verify import RetrievedClause
@@ -52,8 +53,9 @@ def decision_for(*models: ModelSpec) -> RouteDecision:
 class ScriptedGenerator:
     """Unit-test stand-in with a fixed reply or failure (the real backends are tested below)."""
 
-    def __init__(self, model: ModelSpec, reply: str | None = None, error: Exception | None = None) -> None:
-        self.spec, self.reply, self.error, self.calls = model, reply, error, 0
+    def __init__(self, model: ModelSpec, reply: str | None = None, error: Exception | None = None,
+                 finish: str = FINISH_STOP) -> None:
+        self.spec, self.reply, self.error, self.calls, self.finish = model, reply, error, 0, finish
 
     def warm_up(self) -> None:
         pass
@@ -63,7 +65,8 @@ class ScriptedGenerator:
         self.grammar = grammar
         if self.error:
             raise self.error
-        return Generation(text=self.reply or "", input_tokens=500, output_tokens=20, latency_ms=1.0)
+        return Generation(text=self.reply or "", input_tokens=500, output_tokens=20, latency_ms=1.0,
+                          finish=self.finish)
 
 
 def closed_port_url() -> str:
@@ -117,6 +120,30 @@ def test_a_clause_the_model_was_not_shown_cannot_be_cited() -> None:
 def test_a_cited_refusal_is_declined_not_served() -> None:
     a = spec("a", 1, "onprem")
     result = run_escalation(decision_for(a), "q", [LEAVE], {a.key: ScriptedGenerator(a, f"[1] {NOT_AVAILABLE}.")}, 2)
+    assert [x.outcome for x in result.attempts] == ["declined", "served"] and result.tier == 0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("finish", "problem"), [
+    (FINISH_LENGTH, "the answer was cut off at the 20-token limit"),
+    (FINISH_LOOP, "the model was stopped after 20 tokens: it was repeating itself"),
+])
+def test_an_unfinished_answer_is_not_served_however_well_it_starts(finish: str, problem: str) -> None:
+    a, b = spec("a", 1, "onprem"), spec("b", 2, "onprem")
+    generators = {a.key: ScriptedGenerator(a, "[1] Employees may carry forward a maximum of 30 days", finish=finish),
+                  b.key: ScriptedGenerator(b, "[1] Employees may carry forward a maximum of 30 days.")}
+    result = run_escalation(decision_for(a, b), "q", [LEAVE], generators, retry_budget=2)
+    first, second = result.attempts
+    assert (first.outcome, first.finish, second.outcome) == ("failed_verification", finish, "served")
+    assert first.verification.problems == (problem,) and first.error == problem
+    assert result.tier == 2 and result.model_key == b.key
+
+
+@pytest.mark.unit
+def test_a_refusal_cut_off_after_its_words_is_still_declined() -> None:
+    a = spec("a", 1, "onprem")
+    generator = ScriptedGenerator(a, f"[1] {NOT_AVAILABLE}: the clauses do not", finish=FINISH_LENGTH)
+    result = run_escalation(decision_for(a), "q", [LEAVE], {a.key: generator}, 2)
     assert [x.outcome for x in result.attempts] == ["declined", "served"] and result.tier == 0
 
 
@@ -250,3 +277,25 @@ def test_prompt_injection_with_smollm2(smollm2: LlamaCppGenerator) -> None:
     served = result.attempts[-1]
     assert served.outcome == "served"
     assert served.tier == 0 or served.verification.passed
+
+
+@pytest.mark.integration
+def test_smollm2_caught_in_a_loop_is_stopped_early_and_not_served(smollm2: LlamaCppGenerator) -> None:
+    """Gold question Q038 of the tiering bench: SmolLM2 repeats the policy title until stopped.
+
+    Its numbers-only verification passed that answer, cut off at 48 tokens, until loops were
+    checked. The loop is now stopped as soon as it shows, well before the answer budget.
+    """
+    clause = RetrievedClause(ref="C1", policy_id="OUT-VRM-001", policy_title="Outsourcing and Vendor Risk Management "
+                             "Policy", clause="1.4", version="1.0", effective_date="2025-01-01",
+                             classification="internal", score=0.6,
+                             text="Outsourcing of any activity does not diminish the obligations of the Bank, its "
+                                  "Board or senior management, who remain responsible for the outsourced activity as "
+                                  "if it were performed in-house.")
+    decision = decide(features("single_clause"), "internal", "normal", None, BUDGET, [(SMALL_SPEC, True)], POLICY)
+    result = run_escalation(decision, "Which activities can the bank not outsource?", [clause],
+                            {SMALL_SPEC.key: smollm2}, POLICY.routing.retry_budget)
+    first = result.attempts[0]
+    assert first.finish == FINISH_LOOP and first.output_tokens < MAX_ANSWER_TOKENS
+    assert first.outcome == "failed_verification" and "repeat" in first.error
+    assert result.tier == 0 and result.answer == quote_answer([clause])
