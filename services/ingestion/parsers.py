@@ -129,7 +129,7 @@ def _parse_text(filename: str, data: bytes) -> ParsedDocument:
 
 def _decode_text(filename: str, data: bytes, declared: str | None = None) -> str:
     # Not UTF-8: the charset the file declares, else cp1252, which older Windows tools save;
-    # anything that decodes as neither is binary.
+    # anything that decodes as neither is binary, unless it is UTF-8 text with a bad byte.
     fallback = declared or "cp1252"
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         candidates = ("utf-16",)
@@ -144,12 +144,26 @@ def _decode_text(filename: str, data: bytes, declared: str | None = None) -> str
             # Before the control characters are counted: UTF-8 punctuation read as ISO 8859-x
             # ("–" is E2 80 93) is C1 controls, and the file would be called binary data.
             _refuse_utf8_under_a_stale_declaration(filename, data)
-        if "\x00" in text or len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_CHAR_SHARE * len(text):
+        if _looks_binary(text):
             break
         if encoding == "cp1252" and declared is None:
             _refuse_broken_utf8(filename, data)
         return text
+    else:
+        # Nothing decoded. Text that says it is UTF-8, or is UTF-8 but for a byte that is not
+        # cp1252 either, is broken text, not binary data: the uploader is told which byte.
+        if not _looks_binary(data.decode("utf-8", errors="replace")):
+            if declared == "utf-8":
+                _refuse_invalid_utf8(filename, data, "the file declares UTF-8 but")
+            elif declared is None:
+                _refuse_broken_utf8(filename, data)
+            elif _reads_a_byte_as_a_character(declared):
+                _refuse_utf8_under_a_stale_declaration(filename, data)
     raise DocumentRejected(f"{filename}: not readable as text (expected UTF-8); the file looks like binary data")
+
+
+def _looks_binary(text: str) -> bool:
+    return "\x00" in text or len(_CONTROL_CHARS.findall(text)) > _MAX_CONTROL_CHAR_SHARE * len(text)
 
 
 def _reads_a_byte_as_a_character(encoding: str) -> bool:
@@ -166,12 +180,19 @@ def _refuse_broken_utf8(filename: str, data: bytes) -> None:
     """
     if _UTF8_MULTIBYTE.search(data) is None:
         return
+    _refuse_invalid_utf8(filename, data, "the text is UTF-8 but")
+
+
+def _refuse_invalid_utf8(filename: str, data: bytes, evidence: str) -> None:
+    """Refuse data that does not decode as UTF-8, naming the line, byte offset and bytes of the first bad sequence."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = " ".join(f"0x{byte:02x}" for byte in data[exc.start:exc.end])
         raise DocumentRejected(
-            f"{filename}: not valid UTF-8: the text is UTF-8 but its first invalid byte sequence is at byte "
-            f"offset {exc.start} (0x{data[exc.start]:02x}); save the file as UTF-8 and upload it again"
+            f"{filename}: not valid UTF-8: {evidence} its first invalid byte sequence is on line {line} at byte "
+            f"offset {exc.start} ({bad}); save the file as UTF-8 and upload it again"
         ) from None
 
 

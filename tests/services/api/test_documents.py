@@ -25,9 +25,9 @@ owner: Head of Facilities
 """
 
 
-def upload(client, stack, data: bytes, metadata: object, name: str = "parking.md"):
+def upload(client, stack, data: bytes, metadata: object, name: str = "parking.md", media_type: str = "text/markdown"):
     return client.post("/v1/documents", headers=auth(stack, "admin"),
-                       files={"file": (name, data, "text/markdown")}, data={"metadata": json.dumps(metadata)})
+                       files={"file": (name, data, media_type)}, data={"metadata": json.dumps(metadata)})
 
 
 def test_null_and_empty_overrides_leave_the_documents_own_metadata(client, stack):
@@ -53,3 +53,21 @@ def test_an_override_that_is_not_text_is_rejected_naming_the_field(client, stack
     assert r.status_code == 422, r.text
     assert "invalid metadata: title" in r.json()["detail"]
     assert client.get("/v1/documents/TEST-PARK-BAD/versions", headers=auth(stack, "admin")).status_code == 404
+
+
+def test_html_declaring_utf8_with_a_bad_byte_is_422_naming_where(client, stack):
+    # It was refused as "binary data", which told the uploader nothing they could fix.
+    html = (b'<html><head><meta charset="utf-8"><meta name="policy_id" content="TEST-PARK-HTML">'
+            b'<title>Staff Car Parking Policy</title></head>\n<body><p>1.1 Permits cost \xe2\x82\xb9500.</p>\n'
+            b"<p>1.2 Visitors park at the caf\xe9.</p></body></html>")
+    overrides = {"version": "1.0", "effective_date": "2026-02-01", "classification": "internal",
+                 "owner": "Head of Facilities"}
+    offset = html.index(b"\xe9")
+    r = upload(client, stack, html, overrides, name="parking.html", media_type="text/html")
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "document_rejected"
+    assert r.json()["detail"] == (
+        "parking.html: not valid UTF-8: the file declares UTF-8 but its first invalid byte sequence is on line 3 "
+        f"at byte offset {offset} (0xe9); save the file as UTF-8 and upload it again"
+    )
+    assert client.get("/v1/documents/TEST-PARK-HTML/versions", headers=auth(stack, "admin")).status_code == 404

@@ -573,6 +573,50 @@ def test_html_declaring_a_single_byte_charset_but_holding_broken_utf8_is_rejecte
 
 
 @pytest.mark.parametrize(
+    "head",
+    [
+        '<meta charset="utf-8">',
+        '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8">',
+        '<?xml version="1.0" encoding="utf-8"?>',
+    ],
+)
+@pytest.mark.parametrize(("bad", "shown"), [(b"\xe9", "0xe9"), (b"\xe2\x82", "0xe2 0x82"), (b"\xff", "0xff")])
+def test_html_declaring_utf8_with_a_bad_byte_names_the_line_offset_and_bytes(head: str, bad: bytes, shown: str) -> None:
+    # Refused as "binary data" with no position, so staff could not tell what to fix.
+    data = (
+        f"{head}<html><body>\n<p>1.1 The limit is ₹50 lakh.</p>\n".encode()
+        + b"<p>1.2 Caf" + bad + b" rule.</p>\n</body></html>"
+    )
+    offset = data.rindex(bad)  # "₹" is E2 82 B9: the bad bytes are the last of their kind
+    message = (
+        rf"^limits\.html: not valid UTF-8: the file declares UTF-8 but its first invalid byte sequence is "
+        rf"on line 3 at byte offset {offset} \({shown}\); save the file as UTF-8 and upload it again$"
+    )
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document("limits.html", data)
+
+
+@pytest.mark.parametrize("head", ["", '<meta charset="windows-1252">'])
+def test_utf8_with_a_byte_cp1252_lacks_is_refused_as_utf8_not_binary(head: str) -> None:
+    # "Á" is C3 81, and 81 is not a cp1252 character: the cp1252 reading failed too.
+    data = f"{head}<p>1.1 ÁRBOL rule.</p>\n".encode() + b"<p>1.2 Caf\xe9.</p>"
+    offset = data.index(b"\xe9")
+    message = rf"^a\.html: not valid UTF-8: the text is UTF-8 but .* on line 2 at byte offset {offset} \(0xe9\)"
+    with pytest.raises(DocumentRejected, match=message):
+        parse_document("a.html", data)
+
+
+@pytest.mark.parametrize("head", [b"", b'<meta charset="utf-8">'])
+def test_binary_data_named_html_is_still_refused_as_binary(head: bytes) -> None:
+    junk = head + random.Random(11).randbytes(4096)
+    with pytest.raises(DocumentRejected, match=r"^junk\.html: not readable as text .* looks like binary data$"):
+        parse_document("junk.html", junk)
+    nul = head + b"<p>1.1 text\x00\x00\xe9 more</p>"
+    with pytest.raises(DocumentRejected, match=r"binary data"):
+        parse_document("junk.html", nul)
+
+
+@pytest.mark.parametrize(
     ("charset", "encoding", "rule"),
     [
         ("iso-8859-1", "latin-1", "1.1 The café rule applies."),  # é is E9: nothing that looks like UTF-8

@@ -148,6 +148,22 @@ def test_a_docx_over_the_xml_limit_is_refused_and_stores_nothing(fresh):
     assert fresh.index.count(fresh.identity.index_name) == 0
 
 
+def test_html_declaring_utf8_with_a_bad_byte_is_refused_naming_where_and_stores_nothing(fresh):
+    html = (b'<html><head><meta charset="utf-8"><meta name="policy_id" content="CRD-HTML"></head>\n'
+            b"<body><p>1.1 The limit is \xe2\x82\xb950 lakh.</p>\n<p>1.2 Caf\xe9 rule.</p></body></html>")
+    overrides = {"title": "Limits", "version": "1", "effective_date": "2026-01-01", "classification": "public",
+                 "owner": "Credit"}
+    before = stored_rows(fresh)
+    offset = html.index(b"\xe9")
+    with pytest.raises(DocumentRejected, match=rf"^limits\.html: not valid UTF-8: .* line 3 at byte offset {offset} "):
+        fresh.ingestion.ingest_bytes("limits.html", html, overrides)
+    assert stored_rows(fresh) == before
+    assert fresh.index.count(fresh.identity.index_name) == 0
+    # The same page with the byte mended is published: nothing else was wrong with it.
+    mended = html.replace(b"\xe9", "é".encode())
+    assert fresh.ingestion.ingest_bytes("limits.html", mended, overrides).status == "published"
+
+
 @pytest.mark.parametrize("failing", ["embedder", "index"])
 def test_a_failure_after_parsing_stores_nothing_and_names_the_problem(fresh, monkeypatch, failing):
     from services.errors import IndexUnavailable
