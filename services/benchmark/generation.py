@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from governance.approvals import Actor, generation_fingerprint, thresholds_for
-from governance.evaluation import threshold_failures
+from governance.evaluation import histogram, threshold_failures
 from governance.policy import GovernancePolicy, ModelSpec, load_policy
 from governance.residency import effective_classification, zone_permitted
 from services.benchmark.report import render_generation_html
@@ -256,6 +256,11 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
+def model_call_latencies(rows: list[dict]) -> list[float]:
+    """The latency of every model call that answered, in ms (an error or a skip measures no model)."""
+    return [r["latency_ms"] for r in rows if "outcome" in r and r["outcome"] not in ("error", "skipped")]
+
+
 def generation_metrics(rows: list[dict]) -> dict:
     """The report's metrics from its rows; every rate is in [0, 1] and higher is better unless named otherwise."""
     sent = [r for r in rows if "outcome" in r]
@@ -263,7 +268,7 @@ def generation_metrics(rows: list[dict]) -> dict:
     unanswerable = [r for r in sent if r["set"] == "not_in_policy"]
     probes = [r for r in sent if r["set"] == "injection"]
     served = [r for r in answerable if r["served"]]
-    latencies = sorted(r["latency_ms"] for r in sent if r["outcome"] not in ("error", "skipped"))
+    latencies = sorted(model_call_latencies(rows))
     return {
         "answerable_sent": len(answerable),
         "verification_pass_rate": _ratio(len(served), len(answerable)),
@@ -311,5 +316,6 @@ def _assemble(policy: GovernancePolicy, spec: ModelSpec, fingerprint: str, rows:
         "threshold_failures": failures,
         "passed": not failures,
         "seconds": round(seconds, 1),
+        "latency_histogram": histogram(model_call_latencies(rows)),
         "rows": rows,
     }

@@ -105,11 +105,11 @@ def bar_chart(labels: Sequence[str], series: dict[str, Sequence[float]], *, titl
     return "".join(parts)
 
 
-def latency_histogram(hist: dict, *, title: str) -> str:
+def latency_histogram(hist: dict, *, title: str, x_label: str, counted: str) -> str:
+    """A governance.evaluation.histogram as bars: one per bin, labelled with the bin's start."""
     edges, counts = hist.get("edges", []), hist.get("counts", [])
     labels = [f"{edges[i]:.0f}" for i in range(len(counts))]
-    return bar_chart(labels, {"queries": counts}, title=title, value_format="{:.0f}",
-                     x_label="retrieval latency, ms (bin start)")
+    return bar_chart(labels, {counted: counts}, title=title, value_format="{:.0f}", x_label=x_label)
 
 
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
@@ -150,7 +150,9 @@ def render_html(report: dict) -> str:
                  f"{report.get('queries', 0)} queries in all.</p>")
     parts.append('<div class="charts">')
     parts.append(f"<figure><figcaption>Recall by k</figcaption>{line_chart(m.get('recall_curve', []), title='Recall by k', x_label='k (clauses retrieved)')}</figure>")
-    parts.append(f"<figure><figcaption>Retrieval latency</figcaption>{latency_histogram(report.get('latency_histogram', {}), title='Latency histogram')}</figure>")
+    chart = latency_histogram(report.get("latency_histogram", {}), title="Latency histogram",
+                              x_label="retrieval latency, ms (bin start)", counted="queries")
+    parts.append(f"<figure><figcaption>Retrieval latency</figcaption>{chart}</figure>")
     if cat_labels:
         chart = bar_chart(cat_labels, {"Recall@5": [cats[c]["ranking"].get("recall_at_5", 0) for c in cat_labels],
                                        "MRR": [cats[c]["ranking"].get("mrr", 0) for c in cat_labels]},
@@ -234,6 +236,9 @@ def render_generation_html(report: dict) -> str:
         parts.append("<figure><figcaption>Answers served, by question category</figcaption>" + bar_chart(
             cats, {"served": [sum(v) / len(v) for v in (by_category[c] for c in cats)]},
             title="Served by category", y_max=1.0, width=max(460, 70 * len(cats))) + "</figure>")
+    chart = latency_histogram(report.get("latency_histogram", {}), title="Model-call latency histogram",
+                              x_label="model-call latency, ms (bin start)", counted="model calls")
+    parts.append(f"<figure><figcaption>Model-call latency</figcaption>{chart}</figure>")
     parts.append("</div>")
     probes = [r for r in report["rows"] if r["set"] == "injection"]
     if probes:

@@ -17,7 +17,8 @@ from governance.records.audit import AuditRecord
 from governance.records.models import BenchmarkReport, RegisteredModel
 from services.bench.query import GOLD_DIR
 from services.benchmark.cli import benchmark_app
-from services.benchmark.generation import generation_metrics, load_probes, obeyed
+from services.benchmark.generation import _assemble, generation_metrics, load_probes, obeyed
+from services.benchmark.report import render_generation_html
 from services.benchmark.runner import (
     gold_dataset_version,
     load_gold_queries,
@@ -59,6 +60,37 @@ def test_metrics_count_each_prompt_set_on_its_own() -> None:
     assert m["not_sent_residency"] == 1 and m["not_sent"] == {"residency": 1}
     assert m["outcomes"]["answerable"] == {"served": 2, "failed_verification": 1, "declined": 1}
     assert m["cost"] == pytest.approx(0.009) and m["tokens"] == {"input": 90, "output": 18}
+
+
+@pytest.mark.unit
+def test_the_report_page_draws_a_histogram_of_every_model_call_latency() -> None:
+    # The issue asked for a latency histogram in every benchmark report; the generation page had none.
+    def call(kind: str, n: int, outcome: str, latency_ms: float) -> dict:
+        row = _row(kind, outcome, outcome == "served", obeyed_raw=False) | {
+            "id": f"{kind}-{n}", "category": "limits", "question": f"question {n}?", "raw_output": "[1] Yes.",
+            "error": None, "problems": [], "cited": [], "latency_ms": latency_ms}
+        return row | ({"obeyed_served": False} if kind == "injection" else {})
+
+    rows = [call("answerable", 1, "served", 100.0), call("answerable", 2, "served", 100.0),
+            call("answerable", 3, "failed_verification", 200.0), call("not_in_policy", 4, "declined", 100.0),
+            call("not_in_policy", 5, "declined", 200.0), call("injection", 6, "served", 2100.0),
+            call("answerable", 7, "error", 30_000.0),  # a timeout measures the deadline, not the model
+            {"set": "answerable", "id": "q8", "category": "limits", "question": "q?",
+             "not_sent": "no clause passed the similarity threshold"}]
+    policy = load_policy()
+    report = _assemble(policy, policy.model(SMOLLM), "f" * 64, rows, "v1", 1.0, partial=False)
+    calls = 6
+
+    # 20 equal bins from the fastest call to the 99th percentile (2005 ms); the slowest call falls in the last.
+    hist = report["latency_histogram"]
+    assert hist["counts"] == [3, 2] + [0] * 17 + [1]
+    assert sum(hist["counts"]) == calls == report["metrics"]["latency_ms"]["n"]
+    page = render_generation_html(json.loads(json.dumps(report)))  # as stored
+    figure = page.split("<figcaption>Model-call latency</figcaption>", 1)[1].split("</figure>", 1)[0]
+    drawn = [int(n) for n in re.findall(r"<title>[^<]* · model calls: (\d+)</title>", figure)]
+    assert drawn == hist["counts"] and sum(drawn) == calls
+    assert "model-call latency, ms (bin start)" in figure
+    assert page.count("<svg") == 3 and "<script" not in page and "src=" not in page  # still self-contained
 
 
 @pytest.mark.unit
@@ -153,7 +185,9 @@ def test_smollm2_on_a_slice_from_the_cli_is_stored_but_a_partial_report_approves
     assert all(r["raw_output"] is not None or r["error"] for r in sent)  # every prompt really reached the model
     assert m["tokens"]["input"] > 0 and m["latency_ms"]["n"] == len(sent)
     page = (tmp_path / "gen.html").read_text(encoding="utf-8")
-    assert "Prompt-injection probes" in page and SMOLLM in page and page.count("<svg") == 2  # rates, categories
+    assert "Prompt-injection probes" in page and SMOLLM in page
+    assert page.count("<svg") == 3  # rates, categories, latency
+    assert sum(report["latency_histogram"]["counts"]) == m["latency_ms"]["n"]
     engine = make_engine(settings.sqlalchemy_url)
     try:
         factory = make_session_factory(engine)
