@@ -109,6 +109,9 @@ class ModelSpec(_Strict):
     context_tokens: int = Field(gt=0)
     typical_latency_ms: int = Field(gt=0)
     timeout_s: float = Field(gt=0)
+    # For a model that should keep to the clause's wording: the largest share of an answer's
+    # content words that may appear in neither the clauses shown nor the question. None: no limit.
+    max_new_word_share: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @property
     def key(self) -> str:

@@ -3,7 +3,8 @@
 Rules:
 
 * A model's answer is served only if `verify_answer` passes (it cites clauses its prompt showed,
-  all retrieved, every number in it appears in a cited clause, and it does not repeat itself)
+  all retrieved, every number in it appears in a cited clause, it does not repeat itself, and
+  for a model held to the clause's wording, few enough of its words are new)
   and the model finished it: an answer cut off at `MAX_ANSWER_TOKENS`, or stopped because the
   model was looping, is not served however well it starts.
 * "Not available in policy" from a model is NOT served: the clauses passed the retrieval
@@ -130,7 +131,7 @@ def run_escalation(decision: RouteDecision, question: str, clauses: Sequence[Ret
         attempt = _call(candidate.tier, candidate.model_key, candidate.zone, generator, messages, len(shown))
         attempts.append(attempt)  # before verification, which may raise: the prompt was sent either way
         if attempt.outcome == UNVERIFIED:
-            _verify(attempt, shown)
+            _verify(attempt, shown, question, generator.spec.max_new_word_share)
         if attempt.outcome == SERVED:
             served = attempt
             by_ref = {c.ref: c for c in clauses}
@@ -170,11 +171,13 @@ _UNFINISHED = {FINISH_LENGTH: "the answer was cut off at the {n}-token limit",
                FINISH_LOOP: "the model was stopped after {n} tokens: it was repeating itself"}
 
 
-def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause]) -> None:
+def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause], question: str,
+            max_new_word_share: float | None) -> None:
     """Judge an answered attempt in place: served, declined or failed verification."""
     text = attempt.raw_output or ""
     verify_started = time.perf_counter()
-    verification = verify_answer(text, parse_citations(text, clauses), clauses)
+    verification = verify_answer(text, parse_citations(text, clauses), clauses, question=question,
+                                 max_new_word_share=max_new_word_share)
     unfinished = _UNFINISHED.get(attempt.finish or "")
     if unfinished is not None and not is_not_available(text):
         verification = Verification(False, (*verification.problems, unfinished.format(n=attempt.output_tokens)),

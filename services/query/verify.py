@@ -16,6 +16,12 @@ flag pronouns; the gap is accepted.
 
 An answer caught in a loop ("Policy: Policy: Policy: ...", one sentence twice in a row) fails
 whatever it cites: numbers copied from a clause do not make a repetition an answer.
+
+For a model the policy file holds to the clause's wording (`max_new_word_share`, the small
+Tier-1 model), an answer fails when too many of its content words appear in neither the
+clauses it was shown nor the question: "at least 725 to qualify for a home loan with a
+mortgage-backed securities loan" has no wrong number, but its clause never mentions securities.
+A larger model paraphrases, so no share is set for it by default.
 """
 
 from __future__ import annotations
@@ -103,6 +109,13 @@ _NUMBER = re.compile(
 
 _NOT_AVAILABLE_NORMALISED = NOT_AVAILABLE.lower()
 _WORD = re.compile(r"\w+(?:[.,:/-]\w+)*")
+_CONTENT_WORD = re.compile(r"[a-z]+")
+_STOPWORDS = frozenset("""a about above after again all also an and any are as at be been before being below between
+both but by can could did do does done during each either else for from had has have having he her here his how
+however i if in into is it its itself may me might more most must my no nor not of off on once only or other our out
+over own per same shall she should so some such than that the their them then there these they this those through
+to too under until up upon very was we were what when where whether which while who whom whose why will with within
+without would you your""".split())
 
 
 def _canonical_number(text: str, scale: int = 1) -> str | None:
@@ -212,10 +225,24 @@ def _unique(refs: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.strip().upper() for r in refs if r and r.strip()))
 
 
-def verify_answer(answer: str, cited_refs: Sequence[str], retrieved: Sequence[RetrievedClause]) -> Verification:
+def new_words(answer: str, shown: Sequence[RetrievedClause], question: str = "") -> tuple[list[str], int]:
+    """(content words of `answer` found in neither the `shown` clauses nor the question, all its content words).
+
+    Content words are lower-cased runs of letters that are not stopwords; numbers are the
+    number check's business, and citation markers and references are not words of the answer.
+    """
+    known = set(_CONTENT_WORD.findall(" ".join([question, *(f"{c.policy_title} {c.text}" for c in shown)]).lower()))
+    words = [w for w in _CONTENT_WORD.findall(_REFERENCE.sub(" ", answer).lower()) if w not in _STOPWORDS]
+    return [w for w in words if w not in known], len(words)
+
+
+def verify_answer(answer: str, cited_refs: Sequence[str], retrieved: Sequence[RetrievedClause], *,
+                  question: str = "", max_new_word_share: float | None = None) -> Verification:
     """Pass only a grounded answer: non-empty, citing retrieved clauses, every number from a cited clause.
 
-    The exact answer "Not available in policy" passes with no citations.
+    The exact answer "Not available in policy" passes with no citations. With
+    `max_new_word_share`, at most that share of the answer's content words may be missing from
+    `retrieved` (the clauses the model was shown) and `question`.
     """
     refs = _unique(cited_refs)
     if not answer or not answer.strip():
@@ -239,4 +266,10 @@ def verify_answer(answer: str, cited_refs: Sequence[str], retrieved: Sequence[Re
         allowed |= extract_numbers(clause.text) | _citation_facts(clause)
     unsupported = sorted(f for f in extract_numbers(answer) if not _supported(f, allowed))
     problems += [f"{fact!r} does not appear in the cited clauses" for fact in unsupported]
+    if max_new_word_share is not None:
+        new, total = new_words(answer, retrieved, question)
+        if total and len(new) / total > max_new_word_share:
+            shown = ", ".join(repr(w) for w in list(dict.fromkeys(new))[:6])
+            problems.append(f"{len(new)} of its {total} content words appear in neither the clauses shown nor the "
+                            f"question ({shown}), more than {max_new_word_share:.0%}")
     return Verification(not problems, tuple(problems), refs)

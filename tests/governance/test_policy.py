@@ -27,6 +27,8 @@ def _line_of(text: str, fragment: str) -> int:
     ("  confidential: [onprem]", "  confidential: [onprem, moon]", "residency.confidential"),
     ("    timeout_s: 20", "    timeout_s: -1", "timeout_s"),
     ("  max_question_chars: 4000", "  max_question_chars: lots", "max_question_chars"),
+    ("    max_new_word_share: 0.25", "    max_new_word_share: 1.5", "max_new_word_share"),
+    ("    max_new_word_share: 0.25", "    max_new_word_share: 0", "max_new_word_share"),
 ])
 def test_invalid_values_fail_with_line_and_reason(old, new, reason):
     text = _mutate(old, new)

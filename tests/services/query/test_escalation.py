@@ -140,6 +140,20 @@ def test_an_unfinished_answer_is_not_served_however_well_it_starts(finish: str, 
 
 
 @pytest.mark.unit
+def test_a_model_held_to_the_wording_is_not_served_an_invented_answer() -> None:
+    invented = "[1] Up to 30 days of earned leave roll into the pension fund as deferred compensation."
+    loose = spec("a", 1, "onprem")
+    strict = loose.model_copy(update={"max_new_word_share": 0.25})
+    served = run_escalation(decision_for(loose), "How much leave carries over?", [LEAVE],
+                            {loose.key: ScriptedGenerator(loose, invented)}, 2)
+    assert served.tier == 1  # numbers alone: 30 is in the clause
+    refused = run_escalation(decision_for(strict), "How much leave carries over?", [LEAVE],
+                             {strict.key: ScriptedGenerator(strict, invented)}, 2)
+    assert [a.outcome for a in refused.attempts] == ["failed_verification", "served"] and refused.tier == 0
+    assert "appear in neither the clauses shown nor the question ('roll', 'pension', 'fund'" in refused.attempts[0].error
+
+
+@pytest.mark.unit
 def test_a_refusal_cut_off_after_its_words_is_still_declined() -> None:
     a = spec("a", 1, "onprem")
     generator = ScriptedGenerator(a, f"[1] {NOT_AVAILABLE}: the clauses do not", finish=FINISH_LENGTH)

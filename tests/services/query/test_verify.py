@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.generation.base import LOOP_LONG_PERIOD, LOOP_MIN_REPEATS, LOOP_MIN_SPAN, repeated_run
-from services.query.verify import RetrievedClause, extract_numbers, is_not_available, repetition, verify_answer
+from services.query.verify import (RetrievedClause, extract_numbers, is_not_available, new_words, repetition,
+                                   verify_answer)
 
 pytestmark = pytest.mark.unit
 
@@ -195,3 +196,44 @@ def test_a_refusal_with_more_said_after_it_is_still_the_refusal(answer: str) -> 
                                     "[1] Leave not available in policy year 2024 lapses."])
 def test_an_answer_merely_containing_the_refusal_words_is_not_the_refusal(answer: str) -> None:
     assert not is_not_available(answer)
+
+
+# -- new words: a small model held to its clause's wording ----------------------------------------
+
+CREDIT_SCORE = clause("C1", "The primary applicant must have a credit bureau score of at least 725; an applicant with no "
+                            "credit history may be considered only with a co-applicant or guarantor who meets the score "
+                            "requirement.", title="Home Loan Credit and LTV Policy")
+SCORE_QUESTION = "Minimum credit bureau score for the main home loan applicant?"
+# SmolLM2's answer in the tiering bench of 2026-11-30: no wrong number, invented securities.
+INVENTED = ("[1] Home Loan Credit and LTV Policy: The primary applicant must have a credit score of at least 725 to "
+            "qualify for a home loan with a mortgage-backed securities (MBS) loan.")
+COPIED = "[1] Home Loan Credit and LTV Policy: The primary applicant must have a credit bureau score of at least 725."
+
+
+def test_an_invented_answer_fails_only_where_the_model_is_held_to_the_wording() -> None:
+    new, total = new_words(INVENTED, [CREDIT_SCORE], SCORE_QUESTION)
+    assert new == ["qualify", "mortgage", "backed", "securities", "mbs"] and total == 18
+    assert verify_answer(INVENTED, ["C1"], [CREDIT_SCORE], question=SCORE_QUESTION).passed  # no limit: passes
+    result = verify_answer(INVENTED, ["C1"], [CREDIT_SCORE], question=SCORE_QUESTION, max_new_word_share=0.25)
+    assert not result.passed
+    assert result.problems == ("5 of its 18 content words appear in neither the clauses shown nor the question "
+                               "('qualify', 'mortgage', 'backed', 'securities', 'mbs'), more than 25%",)
+
+
+def test_words_from_the_question_or_the_clause_are_not_new() -> None:
+    assert new_words(COPIED, [CREDIT_SCORE], SCORE_QUESTION)[0] == []
+    assert verify_answer(COPIED, ["C1"], [CREDIT_SCORE], question=SCORE_QUESTION, max_new_word_share=0.25).passed
+    echo = "[1] The main home loan applicant needs a minimum credit bureau score of 725."
+    assert new_words(echo, [CREDIT_SCORE], SCORE_QUESTION)[0] == ["needs"]  # "needs" is the only word of its own
+    assert verify_answer(echo, ["C1"], [CREDIT_SCORE], question=SCORE_QUESTION, max_new_word_share=0.25).passed
+
+
+@given(share=st.floats(min_value=0.01, max_value=1.0), extra=st.integers(min_value=0, max_value=12))
+def test_the_share_limit_is_a_strict_upper_bound(share: float, extra: int) -> None:
+    invented = ["zebra", "quartz", "violin", "tundra", "harbour", "pepper", "canyon", "walrus", "saffron", "glacier",
+                "lantern", "meadow"]
+    answer = COPIED.rstrip(".") + " " + " ".join(invented[:extra]) + "."
+    new, total = new_words(answer, [CREDIT_SCORE], SCORE_QUESTION)
+    assert len(new) == extra
+    passed = verify_answer(answer, ["C1"], [CREDIT_SCORE], question=SCORE_QUESTION, max_new_word_share=share).passed
+    assert passed == (extra / total <= share)
