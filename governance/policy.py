@@ -2,8 +2,9 @@
 
 Everything a reviewer may change without a code change lives in `policy.yaml`:
 classifications, residency, thresholds, prohibited uses, tiers, models, routing
-limits and approval roles. `load_policy` validates it and, on error, names the
-line of the offending value so a bad file fails at start-up, not mid-request.
+limits, approval roles and how often the server checkpoints the audit chain.
+`load_policy` validates it and, on error, names the line of the offending value so
+a bad file fails at start-up, not mid-request.
 """
 
 from __future__ import annotations
@@ -155,6 +156,13 @@ class DriftRules(_Strict):
     recall_at_5_relative_drop: float = Field(gt=0.0, lt=1.0)
 
 
+class AuditRules(_Strict):
+    # The running server signs each moved chain head this often (0: never). Records newer than
+    # the last checkpoint can be cut off undetected, so this bounds that window. Strict: a
+    # quoted "60" or `yes` is a mistake in a reviewed file, not a number to guess at.
+    checkpoint_interval_seconds: int = Field(ge=0, strict=True)
+
+
 class GovernancePolicy(_Strict):
     version: int
     classifications: list[str] = Field(min_length=1)
@@ -172,6 +180,7 @@ class GovernancePolicy(_Strict):
     risk: RiskRules
     approvals: ApprovalRules
     drift: DriftRules
+    audit: AuditRules
 
     @field_validator("undeclared_classification")
     @classmethod

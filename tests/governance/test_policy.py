@@ -39,6 +39,31 @@ def test_invalid_values_fail_with_line_and_reason(old, new, reason):
     assert f"policy.yaml:{_line_of(text, new.strip())}:" in message
 
 
+@pytest.mark.parametrize("value,reason", [
+    ("-5", "greater than or equal to 0"),
+    ("1.5", "valid integer"),
+    ('"60"', "valid integer"),  # quoted: a string, not silently a number
+    ("yes", "valid integer"),  # YAML's true, not 1
+    ("lots", "valid integer"),
+])
+def test_a_negative_or_non_integer_checkpoint_interval_fails_with_line_and_reason(value, reason):
+    new = f"  checkpoint_interval_seconds: {value}"
+    text = _mutate("  checkpoint_interval_seconds: 60", new)
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert f"policy.yaml:{_line_of(text, new)}: audit.checkpoint_interval_seconds: " in str(info.value)
+    assert reason in str(info.value)
+
+
+def test_the_checkpoint_interval_is_a_required_rule_and_0_turns_it_off():
+    assert load_policy().audit.checkpoint_interval_seconds == 60
+    off = parse_policy(_mutate("  checkpoint_interval_seconds: 60", "  checkpoint_interval_seconds: 0"), "p.yaml")
+    assert off.audit.checkpoint_interval_seconds == 0
+    without_audit = DEFAULT_POLICY_PATH.read_text().split("\naudit:\n")[0]
+    with pytest.raises(PolicyError, match=r"p.yaml:\d+: audit: Field required$"):
+        parse_policy(without_audit, "p.yaml")
+
+
 def test_unknown_keys_and_bad_yaml_are_refused():
     with pytest.raises(PolicyError, match="Extra inputs"):
         parse_policy(_mutate("version: 1", "version: 1\nsurprise: true"), "p.yaml")
