@@ -11,6 +11,7 @@ the action and its audit record together, or neither.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -304,6 +305,11 @@ def chain_head(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN) -
     return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
 
+def chain_names(session_or_conn: Session | Connection) -> list[str]:
+    """Every chain with at least one record."""
+    return list(session_or_conn.execute(select(_TABLE.c.chain).distinct().order_by(_TABLE.c.chain)).scalars())
+
+
 def append(session: Session, entry: AuditEntry, chain: str = MAIN_CHAIN) -> AuditRecord:
     """Append one record to `chain` inside the caller's transaction (flushed, not committed).
 
@@ -402,6 +408,9 @@ def _trusted_checkpoints(checkpoints: Sequence[Checkpoint], key: bytes | None) -
 # Untyped columns, so SQLAlchemy does no result processing of its own: _StoredChain
 # converts just the columns that need it, and only for rows off the fast path.
 _STORED_ROWS = text(f"SELECT {', '.join(HASHED_FIELDS)}, hash FROM {_TABLE.name} WHERE chain = :chain ORDER BY seq")
+_STORED_ROWS_AFTER = text(f"SELECT {', '.join(HASHED_FIELDS)}, hash FROM {_TABLE.name} "
+                          "WHERE chain = :chain AND seq > :after ORDER BY seq")
+_HASH_AT_SEQ = select(_TABLE.c.hash).where(_TABLE.c.chain == bindparam("chain"), _TABLE.c.seq == bindparam("seq"))
 _HASH_AT = len(HASHED_FIELDS)
 
 # How SQLAlchemy writes a datetime into SQLite's text column (its DATETIME storage format);
@@ -471,15 +480,16 @@ class _StoredChain:
     TypeError for a value they cannot convert, as the typed select would. `fast_digest(row)`
     is `_row_digest(typed(row)[:-1])` for rows of the types the store writes, computed
     without converting, and None for any other row. Driver errors are raised as SQLAlchemy
-    would raise them.
+    would raise them. With `after`, only the rows after that seq.
     """
 
-    def __init__(self, conn: Connection, chain: str) -> None:
+    def __init__(self, conn: Connection, chain: str, after: int | None = None) -> None:
         dialect = conn.dialect
         if not conn.in_transaction():
             conn.begin()  # what executing through SQLAlchemy would do (autobegin)
-        compiled = _STORED_ROWS.compile(dialect=dialect)
-        self._sql, self._params = compiled.string, _driver_params(compiled, {"chain": chain})
+        # The full walk has no bound on seq at all: a row stored with seq 0 or below is evidence too.
+        compiled = (_STORED_ROWS if after is None else _STORED_ROWS_AFTER).compile(dialect=dialect)
+        self._sql, self._params = compiled.string, _driver_params(compiled, {"chain": chain, "after": after})
         self._dbapi_error = dialect.loaded_dbapi.Error
         self._driver = conn.connection.driver_connection
         self._cursor = None
@@ -566,7 +576,8 @@ def _stored_rows(conn: Connection, chain: str) -> Generator[list, None, None]:
 
 
 def verify_chain(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN,
-                 checkpoints: Sequence[Checkpoint] = (), *, key: bytes | None = None) -> VerifyResult:
+                 checkpoints: Sequence[Checkpoint] = (), *, key: bytes | None = None,
+                 after_last_checkpoint: bool = False) -> VerifyResult:
     """Walk the chain in seq order and report the earliest record that can no longer be trusted.
 
     Streams rows (one read snapshot), so memory stays flat however long the chain is.
@@ -583,6 +594,13 @@ def verify_chain(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN,
       - a hash differing from a checkpoint: the first seq after the last checkpoint that
         still matched (everything from there may have been rewritten);
       - a checkpoint beyond the head: the first seq cut off.
+
+    `after_last_checkpoint` walks only the records after the last trusted checkpoint, once
+    the record at its seq still has the signed head hash (`records` then counts those
+    records); what a periodic checkpoint needs, in time that does not grow with the chain.
+    A record before it edited without recomputing the chain up to the checkpoint is left
+    to the full walk. When the record at that seq differs, the whole chain is walked, so
+    the result is the full walk's.
     """
     relevant, problem = _trusted_checkpoints([cp for cp in checkpoints if cp.chain == chain], key)
     relevant.sort(key=lambda cp: cp.seq)
@@ -590,8 +608,16 @@ def verify_chain(session_or_conn: Session | Connection, chain: str = MAIN_CHAIN,
     for cp in relevant:
         expected.setdefault(cp.seq, []).append(cp)
     records, prev_seq, prev_hash, last_matching_cp = 0, 0, GENESIS_HASH, 0
+    conn = _connection(session_or_conn)
+    after = None
+    if after_last_checkpoint and relevant and relevant[-1].seq > 0:
+        anchor = relevant[-1]
+        stored_hash = conn.execute(_HASH_AT_SEQ, {"chain": chain, "seq": anchor.seq}).scalar()
+        if all(cp.head_hash == stored_hash for cp in expected[anchor.seq]):
+            after = prev_seq = last_matching_cp = anchor.seq
+            prev_hash = anchor.head_hash
     bad: tuple[int, str] | None = None
-    with _StoredChain(_connection(session_or_conn), chain) as stored:
+    with _StoredChain(conn, chain, after) as stored:
         fast_digest, typed = stored.fast_digest, stored.typed
         try:
             for row in stored:
@@ -664,11 +690,13 @@ def _signature(message: str, key: bytes) -> str:
 
 
 def make_checkpoint(session: Session, key: bytes, chain: str = MAIN_CHAIN,
-                    checkpoints: Sequence[Checkpoint] = (), verify: bool = True) -> Checkpoint:
+                    checkpoints: Sequence[Checkpoint] = (), verify: bool = True,
+                    incremental: bool = False) -> Checkpoint:
     """Sign the chain's current head. By default the chain (against the earlier
-    checkpoints) is verified first, so a checkpoint never blesses a tampered chain."""
+    checkpoints) is verified first, so a checkpoint never blesses a tampered chain;
+    `incremental` verifies only the records after the last checkpoint (see verify_chain)."""
     if verify:
-        result = verify_chain(session, chain, checkpoints, key=key)
+        result = verify_chain(session, chain, checkpoints, key=key, after_last_checkpoint=incremental)
         if not result.ok:
             raise AuditChainBroken(f"refusing to checkpoint a broken chain: {result.reason}")
         seq, head = result.head_seq, result.head_hash
@@ -690,6 +718,55 @@ def save_checkpoint(path: str | os.PathLike, cp: Checkpoint) -> None:
         fh.write(canonical_json(asdict(cp)) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+@contextmanager
+def checkpoint_file_lock(path: str | os.PathLike) -> Generator[None, None, None]:
+    """An exclusive lock (flock on `<file>.lock` beside it) for reading a checkpoint file,
+    deciding and appending as one step, across threads and processes sharing the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@dataclass
+class CheckpointRound:
+    written: list[Checkpoint]
+    refused: dict[str, str]  # chain -> why its head was not signed
+
+
+def checkpoint_moved_chains(session_factory: sessionmaker[Session], key: bytes,
+                            path: str | os.PathLike) -> CheckpointRound:
+    """Sign and append a checkpoint for every chain whose head moved since its last one in the file.
+
+    The chains are those with records and those the file names (a chain deleted whole is
+    refused, not forgotten). Each is verified from its last checkpoint on first, and a
+    broken one is refused and left for the full `verify_chain` to locate. Under the file's
+    lock, so processes sharing the file never sign the same (chain, seq) twice.
+    """
+    written, refused = [], {}
+    with checkpoint_file_lock(path):
+        checkpoints = load_checkpoints(path)
+        with session_factory() as session:
+            chains = sorted(set(chain_names(session)) | {cp.chain for cp in checkpoints})
+        for chain in chains:
+            signed = {cp.seq: cp.head_hash for cp in checkpoints if cp.chain == chain}
+            last_seq = max(signed, default=0)
+            with session_factory() as session:  # one short read transaction per chain
+                if chain_head(session, chain) == (last_seq, signed.get(last_seq, GENESIS_HASH)):
+                    continue
+                try:
+                    cp = make_checkpoint(session, key, chain, checkpoints, incremental=True)
+                except AuditChainBroken as exc:
+                    refused[chain] = exc.detail
+                    continue
+            if cp.seq not in signed:
+                save_checkpoint(path, cp)
+                checkpoints.append(cp)
+                written.append(cp)
+    return CheckpointRound(written, refused)
 
 
 def load_checkpoints(path: str | os.PathLike) -> list[Checkpoint]:

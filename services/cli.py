@@ -315,10 +315,6 @@ def write_private_file(path: Path, text: str) -> None:
 # -- audit ----------------------------------------------------------------------------
 
 
-def _checkpoint_path(settings) -> Path:  # noqa: ANN001
-    return settings.data_dir / "audit-checkpoints.jsonl"
-
-
 @audit_app.command("verify")
 @cli_errors
 def audit_verify(
@@ -328,7 +324,7 @@ def audit_verify(
     from governance.audit import load_checkpoints, verify_chain
 
     runtime = _runtime(with_models=False)
-    cps = load_checkpoints(checkpoints or _checkpoint_path(runtime.settings))
+    cps = load_checkpoints(checkpoints or runtime.settings.checkpoint_file)
     key = runtime.settings.audit_hmac_key.get_secret_value().encode()
     with runtime.session_factory() as session:
         result = verify_chain(session, checkpoints=cps, key=key)
@@ -348,14 +344,14 @@ def audit_checkpoint(
     """Emit a signed {seq, head_hash, time} checkpoint to store outside the database."""
     from dataclasses import asdict
 
-    from governance.audit import load_checkpoints, make_checkpoint, save_checkpoint
+    from governance.audit import checkpoint_file_lock, load_checkpoints, make_checkpoint, save_checkpoint
 
     runtime = _runtime(with_models=False)
-    path = out or _checkpoint_path(runtime.settings)
-    with runtime.session_factory() as session:
+    path = out or runtime.settings.checkpoint_file
+    with checkpoint_file_lock(path), runtime.session_factory() as session:  # running servers append to it too
         cp = make_checkpoint(session, runtime.settings.audit_hmac_key.get_secret_value().encode(),
                              checkpoints=load_checkpoints(path))
-    save_checkpoint(path, cp)
+        save_checkpoint(path, cp)
     print(json.dumps(asdict(cp)))
 
 

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         return self.data_dir / "qdrant-edge"
 
     @property
+    def checkpoint_file(self) -> Path:
+        """Signed audit checkpoints: evidence kept outside the database (ship it to write-once storage)."""
+        return self.data_dir / "audit-checkpoints.jsonl"
+
+    @property
     def json_logs(self) -> bool:
         return self.env == "prod" if self.log_json is None else self.log_json
 

@@ -63,7 +63,7 @@ def verify(principal: ComplianceUser, session: SessionDep, runtime: RuntimeDep) 
     """Verify the hash chain (and any stored checkpoints) end to end."""
     from governance.audit import load_checkpoints
 
-    checkpoints = load_checkpoints(runtime.settings.data_dir / "audit-checkpoints.jsonl")
+    checkpoints = load_checkpoints(runtime.settings.checkpoint_file)
     key = runtime.settings.audit_hmac_key.get_secret_value().encode()
     result = verify_chain(session, checkpoints=checkpoints, key=key)
     return {"ok": result.ok, "records": result.records, "first_bad_seq": result.first_bad_seq,

@@ -466,7 +466,7 @@ def audit_page(request: Request, user: CompliancePage, session: SessionDep, runt
 
 @router.get("/audit/verify")
 def audit_verify_page(request: Request, user: CompliancePage, session: SessionDep, runtime: RuntimeDep) -> Response:
-    checkpoints = load_checkpoints(runtime.settings.data_dir / "audit-checkpoints.jsonl")
+    checkpoints = load_checkpoints(runtime.settings.checkpoint_file)
     # With the key, a checkpoint file rewritten to match a rewritten chain is caught too.
     result = verify_chain(session, checkpoints=checkpoints,
                           key=runtime.settings.audit_hmac_key.get_secret_value().encode())
