@@ -86,16 +86,23 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        from services.audit_checkpoints import AuditCheckpointer
         from services.runtime import build_runtime
 
         rt = runtime or build_runtime(settings)
         rt.ingestion.recover_pending()
         _ = rt.query  # warm every model before the first request
         app.state.runtime = rt
+        checkpointer = AuditCheckpointer(rt.session_factory, rt.settings.audit_hmac_key.get_secret_value().encode(),
+                                         rt.settings.checkpoint_file, rt.policy.audit.checkpoint_interval_seconds)
+        checkpointer.start()
         log.info("serve.ready", index=rt.identity.index_name)
-        yield
-        if runtime is None:
-            rt.close()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(checkpointer.stop)  # signs the final heads, off the event loop
+            if runtime is None:
+                rt.close()
 
     # Swagger UI and ReDoc load their scripts from a CDN, with no CSP, onto the origin whose
     # cookies sign the web pages in, and list every endpoint to anyone: a developer's aid only.
