@@ -178,13 +178,14 @@ def _verify(attempt: Attempt, clauses: Sequence[RetrievedClause], question: str,
     verify_started = time.perf_counter()
     verification = verify_answer(text, parse_citations(text, clauses), clauses, question=question,
                                  max_new_word_share=max_new_word_share)
+    declined = is_not_available(text)
     unfinished = _UNFINISHED.get(attempt.finish or "")
-    if unfinished is not None and not is_not_available(text):
+    if unfinished is not None and not declined:
         verification = Verification(False, (*verification.problems, unfinished.format(n=attempt.output_tokens)),
                                     verification.cited_refs)
     attempt.verify_ms = (time.perf_counter() - verify_started) * 1000
     attempt.verification = verification
-    if is_not_available(text):
+    if declined:
         attempt.outcome, attempt.error = DECLINED, ("the model answered 'Not available in policy' although "
                                                     "clauses were retrieved")
     elif verification.passed:

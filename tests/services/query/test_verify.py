@@ -151,16 +151,16 @@ def test_an_answer_that_copies_its_clause_is_not_a_loop() -> None:
     assert repetition(answer) is None and verify_answer(answer, ["C1"], [LEAVE]).passed
 
 
-def test_no_paragraph_of_the_gold_policies_reads_as_a_loop() -> None:
+def test_no_clause_of_the_gold_policies_reads_as_a_loop() -> None:
     """A model that copies any clause of the bank's own policies verbatim must not be failed for it."""
-    import re
-    from pathlib import Path
+    from services.benchmark.runner import DEFAULT_GOLD_DIR
+    from services.ingestion.parsers import parse_document
+    from services.ingestion.segmenter import segment
 
-    folder = Path(__file__).resolve().parents[3] / "gold_dataset" / "policies"
-    paragraphs = [p for f in sorted(folder.rglob("*")) if f.is_file()
-                  for p in re.split(r"\n\s*\n|\n(?=\s*\(?\d)", f.read_text(encoding="utf-8"))]
-    assert len(paragraphs) > 500
-    assert [p for p in paragraphs if repetition(p)] == []
+    clauses = [c.text for f in sorted((DEFAULT_GOLD_DIR / "policies").iterdir())
+               for c in segment(parse_document(f.name, f.read_bytes()).text)]
+    assert len(clauses) > 500
+    assert [c for c in clauses if repetition(c)] == []
 
 
 _words = st.lists(st.sampled_from(["loan", "the", "bank", "inr", "5,000", "policy", "days", "of"]), min_size=1,
