@@ -682,6 +682,46 @@ def _check_row(values: list, stored_hash: str, prev_seq: int, prev_hash: str) ->
     return None
 
 
+
+def audited_chains(session_or_conn: Session | Connection, checkpoints: Sequence[Checkpoint] = ()) -> list[str]:
+    """The chains a full verify walks: main, every chain with records and every chain a checkpoint
+    names, main first. A chain whose rows were all deleted after it was checkpointed is still
+    named, so its loss is reported instead of going unseen."""
+    others = (set(chain_names(session_or_conn)) | {cp.chain for cp in checkpoints}) - {MAIN_CHAIN}
+    return [MAIN_CHAIN, *sorted(others)]
+
+
+@dataclass
+class ChainsVerifyResult:
+    """`verify_chain` of every audited chain, main first."""
+
+    chains: dict[str, VerifyResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.chains.values())
+
+    @property
+    def broken(self) -> list[str]:
+        return [chain for chain, result in self.chains.items() if not result.ok]
+
+    @property
+    def main(self) -> VerifyResult:
+        return self.chains[MAIN_CHAIN]
+
+    @property
+    def records(self) -> int:
+        return sum(result.records for result in self.chains.values())
+
+
+def verify_all_chains(session_or_conn: Session | Connection, checkpoints: Sequence[Checkpoint] = (), *,
+                      key: bytes | None = None) -> ChainsVerifyResult:
+    """The full walk of every audited chain (see audited_chains and verify_chain): what
+    "verify the audit trail" means, so one broken chain fails it whichever chain it is."""
+    return ChainsVerifyResult({chain: verify_chain(session_or_conn, chain, checkpoints, key=key)
+                               for chain in audited_chains(session_or_conn, checkpoints)})
+
+
 # -- checkpoints --------------------------------------------------------------------
 
 
@@ -741,8 +781,8 @@ def checkpoint_moved_chains(session_factory: sessionmaker[Session], key: bytes,
                             path: str | os.PathLike) -> CheckpointRound:
     """Sign and append a checkpoint for every chain whose head moved since its last one in the file.
 
-    The chains are those with records and those the file names (a chain deleted whole is
-    refused, not forgotten). Each is verified from its last checkpoint on first, and a
+    The chains are those verify_all_chains walks (a chain deleted whole is refused, not
+    forgotten). Each is verified from its last checkpoint on first, and a
     broken one is refused and left for the full `verify_chain` to locate. Under the file's
     lock, so processes sharing the file never sign the same (chain, seq) twice.
     """
@@ -750,7 +790,7 @@ def checkpoint_moved_chains(session_factory: sessionmaker[Session], key: bytes,
     with checkpoint_file_lock(path):
         checkpoints = load_checkpoints(path)
         with session_factory() as session:
-            chains = sorted(set(chain_names(session)) | {cp.chain for cp in checkpoints})
+            chains = sorted(audited_chains(session, checkpoints))  # rounds append in chain-name order
         for chain in chains:
             signed = {cp.seq: cp.head_hash for cp in checkpoints if cp.chain == chain}
             last_seq = max(signed, default=0)
