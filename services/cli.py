@@ -320,19 +320,26 @@ def write_private_file(path: Path, text: str) -> None:
 def audit_verify(
     checkpoints: Annotated[Optional[Path], typer.Option(help="checkpoint file (default: in the data dir)")] = None,
 ) -> None:
-    """Verify the hash chain; with checkpoints also detect truncation and a recomputed chain."""
-    from governance.audit import load_checkpoints, verify_chain
+    """Verify every audit chain; with checkpoints also detect truncation, a recomputed chain and a deleted one."""
+    from governance.audit import load_checkpoints, verify_all_chains
 
     runtime = _runtime(with_models=False)
     cps = load_checkpoints(checkpoints or runtime.settings.checkpoint_file)
     key = runtime.settings.audit_hmac_key.get_secret_value().encode()
     with runtime.session_factory() as session:
-        result = verify_chain(session, checkpoints=cps, key=key)
-    if result.ok:
-        console.print(f"audit chain OK: {result.records} records, head seq {result.head_seq}, "
+        verified = verify_all_chains(session, cps, key=key)
+    for chain, result in verified.chains.items():
+        status = "OK" if result.ok else "BROKEN"
+        if result.first_bad_seq is not None:
+            status += f" at seq {result.first_bad_seq}"
+        reason = f": {result.reason}" if result.reason else ""
+        console.print(f"chain {chain}: {status}, {result.records} records, head seq {result.head_seq}{reason}")
+    if verified.ok:
+        console.print(f"audit chain OK: {len(verified.chains)} chains, {verified.records} records, "
                       f"{len(cps)} checkpoints checked")
         return
-    print_error("audit chain BROKEN", f"at seq {result.first_bad_seq}: {result.reason}")
+    print_error("audit chain BROKEN", f"{len(verified.broken)} of {len(verified.chains)} chains: "
+                                      f"{', '.join(verified.broken)}")
     raise typer.Exit(1)
 
 

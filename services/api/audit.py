@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from governance.audit import verify_chain
+from governance.audit import load_checkpoints, verify_all_chains
 from governance.audit_query import (
     AuditFilter,
     export_csv,
@@ -60,15 +61,18 @@ def list_audit(principal: ComplianceUser, session: SessionDep, query: QueryDep,
 
 @router.get("/verify")
 def verify(principal: ComplianceUser, session: SessionDep, runtime: RuntimeDep) -> dict:
-    """Verify the hash chain (and any stored checkpoints) end to end."""
-    from governance.audit import load_checkpoints
+    """Verify every audit chain (and any stored checkpoints) end to end; `ok` only when all hold.
 
+    The top-level records, seq, hash and reason are the main chain's; `chains` has every chain's.
+    """
     checkpoints = load_checkpoints(runtime.settings.checkpoint_file)
     key = runtime.settings.audit_hmac_key.get_secret_value().encode()
-    result = verify_chain(session, checkpoints=checkpoints, key=key)
-    return {"ok": result.ok, "records": result.records, "first_bad_seq": result.first_bad_seq,
-            "reason": result.reason, "head_seq": result.head_seq, "head_hash": result.head_hash,
-            "checkpoints": len(checkpoints)}
+    verified = verify_all_chains(session, checkpoints, key=key)
+    main = verified.main
+    return {"ok": verified.ok, "records": main.records, "first_bad_seq": main.first_bad_seq,
+            "reason": main.reason, "head_seq": main.head_seq, "head_hash": main.head_hash,
+            "checkpoints": len(checkpoints),
+            "chains": [{"chain": chain, **asdict(result)} for chain, result in verified.chains.items()]}
 
 
 @router.get("/export")

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from governance.approvals import Actor, latest_report, record_signoff, signoff_status, thresholds_for
-from governance.audit import load_checkpoints, verify_chain
+from governance.audit import load_checkpoints, verify_all_chains
 from governance.audit_query import (
     AuditFilter,
     export_csv,
@@ -468,10 +468,10 @@ def audit_page(request: Request, user: CompliancePage, session: SessionDep, runt
 def audit_verify_page(request: Request, user: CompliancePage, session: SessionDep, runtime: RuntimeDep) -> Response:
     checkpoints = load_checkpoints(runtime.settings.checkpoint_file)
     # With the key, a checkpoint file rewritten to match a rewritten chain is caught too.
-    result = verify_chain(session, checkpoints=checkpoints,
-                          key=runtime.settings.audit_hmac_key.get_secret_value().encode())
-    log.info("web.audit_verified", ok=result.ok, records=result.records)
-    return render(request, "audit_verify.html", user, result=result, checkpoints=len(checkpoints),
+    verified = verify_all_chains(session, checkpoints, key=runtime.settings.audit_hmac_key.get_secret_value().encode())
+    log.info("web.audit_verified", ok=verified.ok, records=verified.records, chains=len(verified.chains),
+             broken=verified.broken)
+    return render(request, "audit_verify.html", user, verified=verified, checkpoints=len(checkpoints),
                   checked_at=datetime.now(UTC))
 
 
