@@ -682,7 +682,6 @@ def _check_row(values: list, stored_hash: str, prev_seq: int, prev_hash: str) ->
     return None
 
 
-
 def audited_chains(session_or_conn: Session | Connection, checkpoints: Sequence[Checkpoint] = ()) -> list[str]:
     """The chains a full verify walks: main, every chain with records and every chain a checkpoint
     names, main first. A chain whose rows were all deleted after it was checkpointed is still
