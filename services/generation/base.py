@@ -9,6 +9,7 @@ fall back without knowing which backend failed or how.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ FINISH_STOP, FINISH_LENGTH, FINISH_LOOP = "stop", "length", "loop"
 # A loop: a run of up to LOOP_MAX_PERIOD items said LOOP_MIN_REPEATS times back to back, covering at
 # least LOOP_MIN_SPAN items, or a run of LOOP_LONG_PERIOD items or more said twice back to back.
 LOOP_MIN_REPEATS, LOOP_MIN_SPAN, LOOP_LONG_PERIOD, LOOP_MAX_PERIOD = 3, 8, 16, 48
+_LOOP_WORD = re.compile(r"\w+(?:[.,:/-]\w+)*")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,16 @@ def _is_loop(period: int, length: int) -> bool:
     if period >= LOOP_LONG_PERIOD:
         return repeats >= 2
     return repeats >= LOOP_MIN_REPEATS and length >= LOOP_MIN_SPAN
+
+
+def loop_words(text: str) -> list[str]:
+    """The words of `text` that loops are judged on: lower-cased, without punctuation around them.
+
+    "Policy: policy, POLICY" is one word said three times; "2,200" and "4.2" stay one word each.
+    Verification and a streaming generator both judge with these words, so a generator never cuts
+    an answer for a loop that verification would not also have failed.
+    """
+    return _LOOP_WORD.findall(text.lower())
 
 
 def repeated_run(items: Sequence[Hashable], at_end: bool = False) -> tuple[int, int, int] | None:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from services.generation.base import repeated_run
+from services.generation.base import loop_words, repeated_run
 from services.query.schemas import NOT_AVAILABLE
 
 
@@ -108,7 +108,6 @@ _NUMBER = re.compile(
     re.IGNORECASE)
 
 _NOT_AVAILABLE_NORMALISED = NOT_AVAILABLE.lower()
-_WORD = re.compile(r"\w+(?:[.,:/-]\w+)*")
 _CONTENT_WORD = re.compile(r"[a-z]+")
 _STOPWORDS = frozenset("""a about above after again all also an and any are as at be been before being below between
 both but by can could did do does done during each either else for from had has have having he her here his how
@@ -206,7 +205,7 @@ def is_not_available(answer: str) -> bool:
 
 def repetition(answer: str) -> str | None:
     """The phrase an answer repeats back to back (a model caught in a loop), or None."""
-    words = _WORD.findall(answer.lower())
+    words = loop_words(answer)
     found = repeated_run(words)
     if found is None:
         return None
