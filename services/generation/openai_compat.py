@@ -2,18 +2,50 @@
 
 Retries are off (`max_retries=0`): the escalation loop owns retrying, on the next candidate,
 within the request's retry budget, and every try is recorded there.
+
+The answer is streamed, so that a model caught in a loop is stopped where the loop shows
+instead of running (and being paid for) to `max_tokens`. As the words of the answer arrive
+they are judged with the verifier's own rule (`loop_words`, `repeated_run` at the end), on
+whole words only: a loop found there is one verification would fail in the finished answer
+too. On a loop the response is closed, which drops the connection; llama.cpp's server and
+vLLM stop generating when their client goes away. The answer so far returns with finish
+"loop", and the escalation fails it like the in-process Tier-1 decoder's loops.
+
+`spec.timeout_s` bounds both the wait for each read (a stream that stalls that long is a
+`GenerationTimeout`, as a server that never answers is) and the whole answer, checked as each
+chunk arrives, so a server trickling tokens cannot hold a request past its timeout either.
+
+Tokens: the server's `usage` when it sends one; it is asked for with
+`stream_options.include_usage` and comes in the stream's last chunk. A stream cut on a loop
+never gets that far, and some servers ignore the option (llama-cpp-python's server does).
+Then output tokens are the chunks that carried text, since llama.cpp's server and vLLM send
+one token per chunk, but never fewer than the answer's characters / `CHARS_PER_TOKEN` (a
+server may send several tokens a chunk), and input tokens are the prompt's characters /
+`CHARS_PER_TOKEN`. So cost is an estimate there, never silently zero.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from governance.policy import ModelSpec
 from governance.redaction import redact_url, redact_urls
-from services.generation.base import FINISH_LENGTH, FINISH_STOP, Generation, GenerationError, GenerationTimeout
+from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, FINISH_STOP, Generation, GenerationError,
+                                      GenerationTimeout, loop_words, repeated_run)
 
 # Rough size of a token for endpoints that leave `usage` out, so cost is never silently zero.
 CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class _StreamedAnswer:
+    text: str = ""
+    chunks_with_text: int = 0
+    finish_reason: str | None = None
+    looped: bool = False
+    usage: object | None = None  # the server's CompletionUsage, when it sent one
+    saw_choices: bool = False
 
 
 class OpenAICompatibleGenerator:
@@ -46,8 +78,13 @@ class OpenAICompatibleGenerator:
             raise GenerationError(f"model {self.spec.key} was not warmed up")
         started = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(model=self.model_name, messages=messages,
-                                                            temperature=0, max_tokens=max_tokens)
+            stream = self._client.chat.completions.create(model=self.model_name, messages=messages, temperature=0,
+                                                          max_tokens=max_tokens, stream=True,
+                                                          stream_options={"include_usage": True})
+            with stream:  # leaving it closes the response: on a loop, the server sees its client go
+                answer = self._read(stream, started + self.spec.timeout_s)
+        except GenerationError:
+            raise
         except openai.APITimeoutError as exc:
             raise GenerationTimeout(f"model {self.spec.key}: no answer within {self.spec.timeout_s:g} s") from exc
         except openai.APIConnectionError as exc:
@@ -58,15 +95,56 @@ class OpenAICompatibleGenerator:
         except Exception as exc:  # malformed JSON and the like: still a failed generation, not a crash
             raise GenerationError(f"model {self.spec.key}: {type(exc).__name__}: {redact_urls(str(exc))}") from exc
         latency_ms = (time.perf_counter() - started) * 1000
-        if not getattr(response, "choices", None) or response.choices[0].message is None:
+        if not answer.saw_choices:
             raise GenerationError(f"model {self.spec.key}: the response has no choices")
-        text = (response.choices[0].message.content or "").strip()
-        usage = response.usage
+        text = answer.text.strip()
+        usage = answer.usage
         if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
             input_tokens, output_tokens = int(usage.prompt_tokens), int(usage.completion_tokens)
         else:
             input_tokens = sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN + 1
-            output_tokens = len(text) // CHARS_PER_TOKEN + (1 if text else 0)
-        finish = FINISH_LENGTH if response.choices[0].finish_reason == "length" else FINISH_STOP
+            output_tokens = max(answer.chunks_with_text, len(text) // CHARS_PER_TOKEN + (1 if text else 0))
+        if answer.looped:
+            finish = FINISH_LOOP
+        else:
+            finish = FINISH_LENGTH if answer.finish_reason == "length" else FINISH_STOP
         return Generation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency_ms,
                           finish=finish)
+
+    def _read(self, stream, deadline: float) -> _StreamedAnswer:  # noqa: ANN001 (an openai Stream of chunks)
+        """Read the chunks until the stream ends, the answer so far ends in a loop, or `deadline` passes."""
+        answer = _StreamedAnswer()
+        words: list[str] = []
+        judged = 0  # characters of the answer already split into `words`
+        for chunk in stream:
+            if getattr(chunk, "usage", None) is not None:
+                answer.usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                answer.saw_choices = True
+                answer.finish_reason = getattr(choice, "finish_reason", None) or answer.finish_reason
+                piece = getattr(getattr(choice, "delta", None), "content", None)
+                if piece:
+                    answer.text += piece
+                    answer.chunks_with_text += 1
+            whole = _whole_words(answer.text)
+            if len(whole) > judged:
+                words += loop_words(whole[judged:])
+                judged = len(whole)
+                if repeated_run(words, at_end=True) is not None:
+                    answer.looped = True
+                    return answer
+            if time.perf_counter() > deadline:
+                raise GenerationTimeout(f"model {self.spec.key}: the answer was not finished within "
+                                        f"{self.spec.timeout_s:g} s")
+        return answer
+
+
+def _whole_words(text: str) -> str:
+    """`text` without its last word unless whitespace follows it: that word may still be arriving ("4." of "4.2").
+
+    It ends just before whitespace, so its words are a prefix of the words of any longer text.
+    """
+    if not text or text[-1].isspace():
+        return text.rstrip()
+    head = text.rsplit(None, 1)
+    return head[0] if len(head) == 2 else ""

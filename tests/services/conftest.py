@@ -2,7 +2,7 @@
 embedding model, a Qdrant Edge shard, and a small corpus ingested through the pipeline.
 
 `recording_endpoint`: a tiny OpenAI-compatible HTTP server in a thread that records every
-request body it receives. It stands in for a cloud zone, so a test can assert that nothing
+request body it receives and replies as JSON or, when asked to stream, as server-sent events. It stands in for a cloud zone, so a test can assert that nothing
 confidential ever reached it.
 """
 
@@ -168,6 +168,26 @@ def _handler(endpoint: RecordingEndpoint) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _stream(self, body: dict, content: str, prompt_tokens: int) -> None:
+            """The reply as server-sent events: one word a chunk, the finish, then usage if asked for."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # no length: the body ends when the connection closes
+            base = {"id": f"rec-{len(endpoint.requests)}", "object": "chat.completion.chunk", "created": 0,
+                    "model": body.get("model", "cloud-model")}
+            words = content.split(" ")
+            choices = [[{"index": 0, "delta": {"content": w if i == 0 else f" {w}"}, "finish_reason": None}]
+                       for i, w in enumerate(words)]
+            choices.append([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            events = [{**base, "choices": c} for c in choices]
+            if (body.get("stream_options") or {}).get("include_usage"):
+                events.append({**base, "choices": [], "usage": {
+                    "prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()),
+                    "total_tokens": prompt_tokens + len(content.split())}})
+            for event in events:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
         def do_GET(self) -> None:  # noqa: N802
             self._send(200, {"object": "list", "data": [{"id": "cloud-model", "object": "model"}]})
 
@@ -181,6 +201,9 @@ def _handler(endpoint: RecordingEndpoint) -> type[BaseHTTPRequestHandler]:
                 return
             content = endpoint.reply(body)
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            if body.get("stream"):
+                self._stream(body, content, prompt_tokens)
+                return
             self._send(200, {
                 "id": f"rec-{len(endpoint.requests)}", "object": "chat.completion", "created": 0,
                 "model": body.get("model", "cloud-model"),

@@ -8,7 +8,7 @@ import pytest
 from governance.policy import ModelSpec, load_policy
 from governance.residency import effective_classification
 from services.generation.base import GenerationError, GenerationTimeout, build_generator, generation_cost
-from services.generation.openai_compat import OpenAICompatibleGenerator
+from services.generation.openai_compat import CHARS_PER_TOKEN, OpenAICompatibleGenerator
 from services.generation.prompts import build_messages
 from services.query.complexity import QuestionFeatures
 from services.query.escalation import quote_answer, run_escalation
@@ -56,10 +56,14 @@ def test_llama_server_answers_through_the_openai_client(llama_server: str) -> No
     generator.warm_up()
     result = generator.generate(build_messages("How fast are complaints acknowledged?", [PUBLIC]), max_tokens=48)
     assert result.text.strip()
-    assert result.input_tokens > 50 and 0 < result.output_tokens <= 48 and result.latency_ms > 0
-    assert result.finish == ("length" if result.output_tokens == 48 else "stop")
+    # The answer is streamed and this server sends no usage then: tokens are counted one a chunk,
+    # never below the chars/4 estimate (test_openai_stream.py compares them with the unstreamed call).
+    assert result.input_tokens > 50 and result.latency_ms > 0
+    assert 0 < result.output_tokens <= max(48, len(result.text) // CHARS_PER_TOKEN + 1)
+    assert result.finish in ("stop", "length")
     cut = generator.generate(build_messages("How fast are complaints acknowledged?", [PUBLIC]), max_tokens=3)
-    assert (cut.output_tokens, cut.finish) == (3, "length")  # the server's finish_reason, carried through
+    assert cut.finish == "length"  # the server's finish_reason, carried through
+    assert cut.output_tokens == max(3, len(cut.text) // CHARS_PER_TOKEN + 1)
 
 
 def test_escalation_through_the_real_tier2_server(llama_server: str) -> None:
