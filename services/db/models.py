@@ -1,17 +1,18 @@
 """Tables of the running system: users and their keys, signed-out web sessions, documents, versions,
-clauses, chunks."""
+clauses, chunks, FAQ templates."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint, event, inspect
 from sqlalchemy.orm import Mapped, mapped_column
 
 from governance.records.base import Base, utcnow
 
 ROLES = ("staff", "compliance", "model_risk", "admin")
 VERSION_STATUSES = ("pending", "active", "superseded")
+FAQ_STATUSES = ("proposed", "approved", "retired")
 
 
 class User(Base):
@@ -110,3 +111,38 @@ class Feedback(Base):
     rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaqEntry(Base):
+    """An approved short answer to questions staff ask often, bound to exact clause versions (Tier-0).
+
+    Like a document version, its content is immutable: questions, answer and bound clauses
+    are never edited; a change is a new entry and the old one retired.
+    """
+
+    __tablename__ = "faq_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    questions: Mapped[list] = mapped_column(JSON)  # 1+ phrasings staff would use
+    answer: Mapped[str] = mapped_column(Text)
+    clauses: Mapped[list] = mapped_column(JSON)  # [{"policy_id", "version", "clause"}, ...]
+    status: Mapped[str] = mapped_column(String(16), default="proposed", index=True)
+    author: Mapped[str] = mapped_column(String(200))
+    approver: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    retired_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    approved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+FAQ_CONTENT = ("questions", "answer", "clauses")
+
+
+@event.listens_for(FaqEntry, "before_update")
+def _faq_content_is_immutable(mapper, connection, target: FaqEntry) -> None:  # noqa: ANN001
+    # What compliance approved is what is served: an edit would serve text nobody signed off.
+    state = inspect(target)
+    changed = [name for name in FAQ_CONTENT if state.attrs[name].history.has_changes()]
+    if changed:
+        raise ValueError(f"FAQ {target.id}: {', '.join(changed)} cannot be edited; add a new entry and retire "
+                         "this one")

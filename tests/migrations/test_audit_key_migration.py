@@ -96,7 +96,7 @@ def test_upgrade_keeps_every_record_hash_checkpoint_and_protection(engine_at_000
     rows, before = stored_rows(engine), checkpoint(engine)
     assert before.seq == N
 
-    upgrade(url)
+    upgrade(url, "0006")  # this revision's test: later ones do not touch audit_records
     assert current_revision(engine) == "0006"
     assert stored_rows(engine) == rows  # every value, as stored
     assert_verifies(engine, [before], N, before.head_hash)
@@ -138,7 +138,7 @@ def test_downgrade_keeps_a_single_chain_as_it_was(engine_at_0005):
 def test_downgrade_is_refused_while_a_second_chain_shares_seqs(engine_at_0005):
     engine = engine_at_0005
     url = engine.url.render_as_string(hide_password=False)
-    upgrade(url)
+    upgrade(url, "0006")
     with make_session_factory(engine).begin() as session:
         other = append(session, entry(1), chain="other")
     rows = stored_rows(engine)

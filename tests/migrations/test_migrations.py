@@ -25,7 +25,7 @@ def test_migrations_reach_head_with_every_table(db_url):
     assert current_revision(engine) == head_revision()
     tables = set(inspect(engine).get_table_names())
     assert {"users", "documents", "document_versions", "chunks", "clauses", "registered_models",
-            "model_signoffs", "audit_records", "revoked_web_sessions"} <= tables
+            "model_signoffs", "audit_records", "revoked_web_sessions", "faq_entries"} <= tables
     require_current_schema(engine)
 
 
@@ -54,3 +54,15 @@ def test_serve_refuses_to_start_on_an_old_schema(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "policyhub db upgrade" in done.stderr
+
+
+def test_faq_entries_downgrade_and_upgrade_again(db_url):
+    command.downgrade(alembic_config(db_url), "0006")
+    engine = make_engine(db_url)
+    assert "faq_entries" not in inspect(engine).get_table_names()
+    upgrade(db_url)
+    assert current_revision(engine) == head_revision()
+    assert {c["name"] for c in inspect(engine).get_columns("faq_entries")} >= {
+        "id", "questions", "answer", "clauses", "status", "author", "approver", "created_at", "approved_at",
+        "retired_at"}
+    engine.dispose()
