@@ -2,7 +2,8 @@
 
 Everything a reviewer may change without a code change lives in `policy.yaml`:
 classifications, residency, thresholds, prohibited uses, tiers, models, routing
-limits, approval roles and how often the server checkpoints the audit chain.
+limits, approval roles, how often the server checkpoints the audit chain and when an
+approved FAQ answer may be served.
 `load_policy` validates it and, on error, names the line of the offending value so
 a bad file fails at start-up, not mid-request.
 """
@@ -163,6 +164,15 @@ class AuditRules(_Strict):
     checkpoint_interval_seconds: int = Field(ge=0, strict=True)
 
 
+class FaqRules(_Strict):
+    # An approved FAQ answer is served at Tier-0 only for a question whose embedding has at
+    # least this cosine similarity to one of the FAQ's phrasings (and whose words and
+    # numbers that phrasing holds: services.faq.matching).
+    min_similarity: float = Field(ge=0.0, le=1.0, strict=True)
+    max_answer_chars: int = Field(gt=0, le=10_000)
+    max_questions: int = Field(gt=0, le=100)
+
+
 class GovernancePolicy(_Strict):
     version: int
     classifications: list[str] = Field(min_length=1)
@@ -179,6 +189,7 @@ class GovernancePolicy(_Strict):
     routing: RoutingRules
     risk: RiskRules
     approvals: ApprovalRules
+    faq: FaqRules
     drift: DriftRules
     audit: AuditRules
 

@@ -88,3 +88,14 @@ def test_classification_without_residency_is_refused():
     with pytest.raises(PolicyError, match="no residency rule"):
         parse_policy(_mutate("classifications: [public, internal, confidential]",
                              "classifications: [public, internal, confidential, secret]"), "p.yaml")
+
+
+@pytest.mark.parametrize("value,reason", [("1.5", "less than or equal to 1"), ("-0.1", "greater than or equal to 0"),
+                                          ('"0.9"', "valid number")])
+def test_the_faq_similarity_is_a_cosine_in_0_to_1_with_line_and_reason(value, reason):
+    new = f"  min_similarity: {value}"
+    text = _mutate("  min_similarity: 0.90", new)
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "policy.yaml")
+    assert f"policy.yaml:{_line_of(text, new)}: faq.min_similarity: " in str(info.value)
+    assert reason in str(info.value)
