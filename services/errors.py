@@ -57,3 +57,17 @@ class BudgetExceeded(PolicyHubError):
 
 class IndexUnavailable(PolicyHubError):
     status_code, error = 503, "index_unavailable"
+
+
+class FaqRejected(PolicyHubError):
+    status_code, error = 422, "faq_rejected"
+
+
+class FaqConflict(PolicyHubError):
+    """An FAQ lifecycle step its current status does not allow (approve a retired entry, say)."""
+
+    status_code, error = 409, "faq_conflict"
+
+
+class FourEyesViolation(PolicyHubError):
+    status_code, error = 403, "four_eyes_rule"
