@@ -143,6 +143,7 @@ def approved_generation_models(session: Session) -> set[str]:
 
 
 def build_query_service(runtime: Runtime):  # noqa: ANN201
+    from services.faq.service import FaqCatalog
     from services.generation.base import build_generator
     from services.query.guards import ProhibitedUseDetector
     from services.query.pii import PiiDetector
@@ -177,8 +178,13 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
         # every published version's clauses tokenised now, not on the first question
         retriever.lexicon.ensure_loaded(session.scalars(select(DocumentVersion.id).where(
             DocumentVersion.status.in_(("active", "superseded")))))
-    log.info("query.ready", approved_models=sorted(generators), clauses=len(retriever.lexicon))
+    faqs = FaqCatalog(runtime.embedder.embed)
+    with runtime.session_factory() as session:
+        faq_index = faqs.current(session)  # approved FAQs embedded now, not on the first question
+    log.info("query.ready", approved_models=sorted(generators), clauses=len(retriever.lexicon),
+             faqs=len(faq_index.entries))
     return QueryService(policy=policy, session_factory=runtime.session_factory, embedder=runtime.embedder,
                         retriever=retriever,
                         prohibited=prohibited, pii=pii, generators=generators, approved_models=approved,
-                        embedding_key=runtime.identity.key, embedding_fingerprint=runtime.identity.fingerprint)
+                        embedding_key=runtime.identity.key, embedding_fingerprint=runtime.identity.fingerprint,
+                        faqs=faqs)

@@ -62,6 +62,7 @@ class Attempt:
     outcome: str  # served | failed_verification | declined | error | timeout | skipped | unverified
     verify_ms: float = 0.0
     finish: str | None = None  # why the model stopped: stop | length | loop (None: no answer)
+    faq_id: int | None = None  # an approved FAQ answer served at tier 0 (services.faq)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -18,19 +18,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from governance.audit import AuditEntry, append
 from governance.policy import GovernancePolicy
 from governance.records.audit import AuditRecord
-from governance.residency import allowed_zones, effective_classification
+from governance.residency import allowed_zones, effective_classification, visible_classifications
 from services.db.session import transaction
 from services.embedding.sentence import Embedder
 from services.errors import AuditUnavailable, BudgetExceeded, PolicyHubError
+from services.faq.matching import FaqIndex, FaqMatch, rank_faqs, unservable_reason, verify_faq_answer
+from services.faq.service import FaqCatalog
 from services.generation.base import Generator
 from services.query.complexity import classify_complexity
-from services.query.escalation import Attempt, EscalationResult, quote_answer, run_escalation
+from services.query.escalation import (SERVED, Attempt, EscalationResult, format_citation, quote_answer,
+                                       run_escalation)
 from services.query.guards import ProhibitedUseDetector, assess_risk, check_input
 from services.query.pii import PiiDetector
 from services.query.retrieval import ClauseHit, Retriever, version_scope, visible_versions
 from services.query.router import Budget, decide
 from services.query.schemas import NOT_AVAILABLE, AskCreate, AskRead, CitationRead, LatencyRead, ModelRead
-from services.query.verify import RetrievedClause
+from services.query.verify import RetrievedClause, Verification
 from services.users.service import Principal
 
 log = structlog.get_logger()
@@ -78,7 +81,7 @@ class QueryService:
     def __init__(self, *, policy: GovernancePolicy, session_factory: sessionmaker[Session], embedder: Embedder,
                  retriever: Retriever, prohibited: ProhibitedUseDetector, pii: PiiDetector,
                  generators: dict[str, Generator], approved_models: set[str], embedding_key: str,
-                 embedding_fingerprint: str) -> None:
+                 embedding_fingerprint: str, faqs: FaqCatalog | None = None) -> None:
         self.policy = policy
         self.session_factory = session_factory
         self.embedder = embedder
@@ -89,6 +92,7 @@ class QueryService:
         self.approved_models = approved_models
         self.embedding_key = embedding_key
         self.embedding_fingerprint = embedding_fingerprint
+        self.faqs = faqs
 
     @property
     def threshold(self) -> float:
@@ -148,9 +152,11 @@ class QueryService:
             return refusal(f"prohibited_use: {verdict.category}: {verdict.reason}",
                            f"Refused: {verdict.reason}")
 
+        as_of, history = version_scope(question, request.as_of)
         with transaction(self.session_factory) as session:
-            versions = visible_versions(session, principal.clearance, policy, *version_scope(question, request.as_of))
+            versions = visible_versions(session, principal.clearance, policy, as_of, history)
             spent_today = _spent_today(session, principal.name)
+            faqs = self.faqs.current(session) if self.faqs is not None else None
         result = self.retriever.retrieve(question, q_vec, versions)
         t_retrieve = _ms(t0)
         trace.threshold, trace.best_score = self.threshold, result.best_dense
@@ -186,6 +192,27 @@ class QueryService:
                                   refused=True, reason=f"risk: {decision.refusal_reason}", tier=0, model=None,
                                   classification=classification,
                                   latency=LatencyRead(retrieve=t_retrieve, route=t_route))
+        # An approved FAQ answer costs nothing, so it is served even past the budget; every guard,
+        # the threshold and the risk refusal above have run first.
+        t_faq = time.perf_counter()
+        faq = self._match_faq(faqs, question, q_vec, versions, principal.clearance, history, trace)
+        if faq is not None:
+            match, verification = faq
+            bound = [b.clause for b in match.entry.bound]
+            classification = trace.effective_classification = effective_classification(
+                declared, bool(findings), [c.classification for c in (*clauses, *bound)], policy)
+            trace.route["effective_classification"] = classification
+            trace.attempts = [_attempt_dict(Attempt(
+                tier=0, model_key=None, zone=None, prompt=None, raw_output=match.entry.answer,
+                verification=verification, input_tokens=0, output_tokens=0, cost=0.0,
+                latency_ms=_ms(t_faq), error=None, outcome=SERVED, faq_id=match.entry.id))]
+            answer = "\n".join([match.entry.answer, "", *(format_citation(c) for c in bound)])
+            return self._response(
+                trace, started, answer=answer,
+                citations=[citation(replace(c, score=match.similarity)) for c in bound], refused=False,
+                reason=None, tier=0, model=None, classification=classification,
+                human_review=decision.human_review_required,
+                latency=LatencyRead(retrieve=t_retrieve, route=t_route + _ms(t_faq)))
         if decision.budget_exceeded:
             raise BudgetExceeded(f"budget exceeded: {decision.budget_exceeded}")
 
@@ -206,6 +233,37 @@ class QueryService:
             human_review=decision.human_review_required, cost=outcome.cost,
             latency=LatencyRead(retrieve=t_retrieve, route=t_route, generate=t_generate - verify_ms,
                                 verify=verify_ms))
+
+    def _match_faq(self, index: FaqIndex | None, question: str, q_vec, versions: dict, clearance: str,  # noqa: ANN001
+                   history: bool, trace: Trace) -> tuple[FaqMatch, Verification] | None:
+        """The most similar approved FAQ this request may be served, re-verified; why others were not, in the trace."""
+        if index is None or not index.entries:
+            return None
+        min_similarity = self.policy.faq.min_similarity
+        ranked = rank_faqs(index, q_vec)
+        record: dict = {"min_similarity": min_similarity, "served": None, "not_served": [],
+                        "best": {"id": ranked[0].entry.id, "similarity": round(ranked[0].similarity, 5)}}
+        trace.route["faq"] = record
+        visible = visible_classifications(clearance, self.policy)
+        for match in ranked:
+            if match.similarity < min_similarity:
+                break
+            seen = {"id": match.entry.id, "similarity": round(match.similarity, 5), "phrasing": match.phrasing,
+                    "bound": match.entry.bound_refs()}
+            reason = unservable_reason(match, question, versions.keys(), visible, history)
+            verification = None
+            if reason is None:
+                # Served text is checked at serve time, not trusted from approval: the same verifier
+                # as a model's answer, against the bound clauses' texts.
+                verification = verify_faq_answer(match.entry.answer, [b.clause for b in match.entry.bound])
+                if not verification.passed:
+                    reason = "verification: " + "; ".join(verification.problems)
+            if reason is not None:
+                record["not_served"].append({**seen, "reason": reason})
+                continue
+            record["served"] = seen
+            return match, verification
+        return None
 
     def _generate(self, decision, question: str, clauses: list[RetrievedClause],  # noqa: ANN001
                   attempts: list[Attempt]) -> EscalationResult:
