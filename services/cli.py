@@ -26,9 +26,10 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=
 docs_app = typer.Typer(help="Published policy documents.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (figures for the README's Performance section).", no_args_is_help=True)
 policy_app = typer.Typer(help="The governance policy file.", no_args_is_help=True)
+faq_app = typer.Typer(help="FAQ templates: approved answers bound to clauses, served at Tier-0.", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (users_app, "users"), (docs_app, "documents"), (audit_app, "audit"),
                   (models_app, "models"), (benchmark_app, "benchmark"), (drift_app, "drift"),
-                  (bench_app, "bench"), (policy_app, "policy")):
+                  (bench_app, "bench"), (policy_app, "policy"), (faq_app, "faq")):
     app.add_typer(sub, name=name)
 
 console = Console(markup=False)  # printed values come from outside: see cli_support
@@ -195,6 +196,123 @@ def documents_list() -> None:
             table.add_row(v.policy_id, v.version, v.title, v.classification, v.effective_date.isoformat(),
                           v.status, str(v.clause_count), str(v.chunk_count))
     console.print(table)
+
+
+# -- faq ------------------------------------------------------------------------------
+
+FaqUser = Annotated[Optional[str], typer.Option(
+    "--user", help="act as this user (their role applies; default: the CLI operator, as admin)")]
+
+
+def read_faq_file(path: Path) -> list:  # noqa: ANN201
+    """FAQ entries from a YAML or JSON file: one mapping, or a list of them."""
+    import yaml
+    from pydantic import ValidationError
+
+    from services.errors import FaqRejected, validation_detail
+    from services.faq.schemas import FaqCreate
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise FaqRejected(f"{path}: not valid YAML or JSON: {exc}") from exc
+    items = data if isinstance(data, list) else [data]
+    entries = []
+    for i, item in enumerate(items, start=1):
+        try:
+            entries.append(FaqCreate.model_validate(item))
+        except ValidationError as exc:
+            where = f"{path} entry {i}" if isinstance(data, list) else str(path)
+            raise FaqRejected(f"{where}: {validation_detail(exc.errors())}") from None
+    return entries
+
+
+def _faq_screen(runtime):  # noqa: ANN001, ANN202
+    """The request path's prohibited-use check, on the version-locked embedder (no vector index needed)."""
+    from services.query.guards import ProhibitedUseDetector
+    from services.runtime import load_locked_embedder
+
+    embedder, _ = load_locked_embedder(runtime.settings, runtime.session_factory)
+    detector = ProhibitedUseDetector(runtime.policy.prohibited_uses, embedder.embed)
+    detector.warm_up()
+    return detector.check
+
+
+def _faq_line(entry) -> str:  # noqa: ANN001
+    bound = ", ".join(f"{c['policy_id']} v{c['version']} clause {c['clause']}" for c in entry.clauses)
+    return f"FAQ {entry.id} {entry.status} (author {entry.author}): bound to {bound}"
+
+
+@faq_app.command("add")
+@cli_errors
+def faq_add(file: Annotated[Path, typer.Argument(help="YAML or JSON: questions, answer, clauses (or a list)")],
+            user: FaqUser = None) -> None:
+    """Propose FAQ entries (role admin); all are stored or, naming what is wrong, none."""
+    from services.db.session import transaction
+    from services.faq.service import FaqActor, create_faq
+
+    entries = read_faq_file(file)
+    runtime = _runtime(with_models=False)
+    actor = FaqActor(_cli_principal(runtime, user), channel="cli")
+    screen = _faq_screen(runtime)
+    with transaction(runtime.session_factory) as session:
+        added = [create_faq(session, runtime.policy, data, actor, screen) for data in entries]
+        lines = [_faq_line(e) for e in added]
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+@faq_app.command("approve")
+@cli_errors
+def faq_approve(faq_id: int, user: FaqUser = None) -> None:
+    """Approve a proposed FAQ (compliance or admin, never its author)."""
+    from services.db.session import transaction
+    from services.faq.service import FaqActor, approve_faq
+
+    runtime = _runtime(with_models=False)
+    actor = FaqActor(_cli_principal(runtime, user), channel="cli")
+    with transaction(runtime.session_factory) as session:
+        entry = approve_faq(session, runtime.policy, faq_id, actor)
+        line = _faq_line(entry)
+    console.print(f"{line}; approved by {actor.principal.name}", highlight=False)
+
+
+@faq_app.command("retire")
+@cli_errors
+def faq_retire(faq_id: int, user: FaqUser = None,
+               reason: Annotated[str, typer.Option(help="why (kept in the audit record)")] = "") -> None:
+    """Retire an FAQ (compliance or admin): it is never served again."""
+    from services.db.session import transaction
+    from services.faq.service import FaqActor, retire_faq
+
+    runtime = _runtime(with_models=False)
+    actor = FaqActor(_cli_principal(runtime, user), channel="cli")
+    with transaction(runtime.session_factory) as session:
+        line = _faq_line(retire_faq(session, runtime.policy, faq_id, actor, reason))
+    console.print(line, highlight=False)
+
+
+@faq_app.command("list")
+@cli_errors
+def faq_list(user: FaqUser = None,
+             status: Annotated[Optional[str], typer.Option(help="proposed | approved | retired")] = None,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List FAQs the user may see (staff: approved ones within their clearance)."""
+    from services.faq.service import list_faqs
+
+    runtime = _runtime(with_models=False)
+    principal = _cli_principal(runtime, user)
+    with runtime.session_factory() as session:
+        rows = list_faqs(session, runtime.policy, principal, status)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "status", "author", "approver", "questions", "bound clauses", "answer")
+    for r in rows:
+        table.add_row(str(r.id), r.status, r.author, r.approver or "", str(len(r.questions)),
+                      ", ".join(f"{c.policy_id} v{c.version} {c.clause}" for c in r.clauses), r.answer[:60])
+    console.print(table)
+    console.print(f"{len(rows)} FAQs")
 
 
 # -- ask / serve ----------------------------------------------------------------------

@@ -156,11 +156,11 @@ def create_app(settings: Settings | None = None, runtime=None) -> FastAPI:  # no
         log.exception("request.unexpected_error")
         return JSONResponse(error_body("internal_error", "unexpected error; see the server log"), status_code=500)
 
-    from services.api import ask, audit, documents, health, registry
+    from services.api import ask, audit, documents, faq, health, registry
 
     from services.web.routes import router as web_router
 
-    for module in (ask, documents, audit, health, registry):
+    for module in (ask, documents, faq, audit, health, registry):
         app.include_router(module.router)
     app.include_router(registry.drift_router)
     app.include_router(web_router)

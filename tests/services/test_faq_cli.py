@@ -1,0 +1,79 @@
+"""`policyhub faq add|approve|retire|list` through the CLI runner, acting as named users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.config import get_settings
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
+FAQ = {"questions": ["Within how many business days is a customer complaint acknowledged?"],
+       "answer": "Every complaint is acknowledged to the customer within 2 business days of receipt.",
+       "clauses": [{"policy_id": "TEST-CMP", "version": "3.1", "clause": "1.1"}]}
+
+pytestmark = pytest.mark.integration
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
+def test_add_approve_list_retire_as_named_users(tmp_path, data_dir):
+    for args in (("db", "upgrade"), ("ingest", str(CORPUS / "complaints.md")),
+                 ("users", "add", "ana", "--role", "admin"),
+                 ("users", "add", "cleo", "--role", "compliance", "--clearance", "confidential"),
+                 ("users", "add", "sam", "--role", "staff")):
+        result = run(*args)
+        assert result.exit_code == 0, result.output
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**FAQ, "answer": "Within 3 business days."}))
+    result = run("faq", "add", str(bad), "--user", "ana")
+    assert result.exit_code == 1
+    assert "error (faq_rejected): the answer fails verification against its bound clauses: '3' does not appear" \
+        in result.output
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({**FAQ, "answers": "typo"}))
+    result = run("faq", "add", str(unknown), "--user", "ana")
+    assert result.exit_code == 1 and "answers: Extra inputs are not permitted" in result.output
+
+    good = tmp_path / "faq.yaml"
+    good.write_text(yaml.safe_dump(FAQ))
+    result = run("faq", "add", str(good), "--user", "cleo")
+    assert result.exit_code == 1 and "error (forbidden)" in result.output
+    result = run("faq", "add", str(good), "--user", "ana")
+    assert result.exit_code == 0, result.output
+    assert "FAQ 1 proposed (author ana): bound to TEST-CMP v3.1 clause 1.1" in result.output
+
+    result = run("faq", "approve", "1", "--user", "ana")
+    assert result.exit_code == 1 and "error (four_eyes_rule): four-eyes rule: FAQ 1 was written by ana" in result.output
+    result = run("faq", "approve", "1")  # the CLI operator is not the author: may approve as admin
+    assert result.exit_code == 0, result.output
+    assert "FAQ 1 approved" in result.output
+
+    result = run("faq", "list", "--user", "sam", "--json")
+    assert result.exit_code == 0, result.output
+    [listed] = json.loads(result.output)
+    assert (listed["id"], listed["status"], listed["author"]) == (1, "approved", "ana")
+
+    result = run("faq", "retire", "1", "--user", "cleo", "--reason", "reworded")
+    assert result.exit_code == 0 and "FAQ 1 retired" in result.output
+    result = run("faq", "list", "--user", "sam", "--json")
+    assert json.loads(result.output) == []
+    result = run("faq", "list", "--user", "cleo")
+    assert result.exit_code == 0 and "retired" in result.output and "1 FAQs" in result.output
