@@ -582,6 +582,19 @@ def bench_query_cmd(
     print(json.dumps(bench_query(big_chunks=big_chunks), indent=2))
 
 
+@bench_app.command("faq")
+@cli_errors
+def bench_faq_cmd(
+    faqs: Annotated[list[int], typer.Option("--faqs", help="approved FAQs (repeat for several sizes)")] = [0, 1000],  # noqa: B006
+    requests: Annotated[int, typer.Option(help="requests timed per size")] = 2000,
+) -> None:
+    """FAQ check per request (signature query + matrix product), p50/p95, with no FAQs and with many."""
+    from services.bench.faq import bench_faq
+
+    _settings()
+    print(json.dumps(bench_faq(sizes=tuple(faqs), n=requests), indent=2))
+
+
 @bench_app.command("audit")
 @cli_errors
 def bench_audit_cmd(n: Annotated[int, typer.Option(help="records to append")] = 100_000) -> None:

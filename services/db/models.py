@@ -135,6 +135,16 @@ class FaqEntry(Base):
     retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class FaqGeneration(Base):
+    """One row (id 1): raised with every approval or retirement, so a process holding the approved
+    FAQs in memory learns from one primary-key read whether they are still current."""
+
+    __tablename__ = "faq_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer)
+
+
 FAQ_CONTENT = ("questions", "answer", "clauses")
 
 

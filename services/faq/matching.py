@@ -81,21 +81,28 @@ def build_index(signature: tuple, entries: Sequence[ServableFaq], vectors: Seque
     return FaqIndex(signature, tuple(entries), np.ascontiguousarray(matrix), starts)
 
 
-def rank_faqs(index: FaqIndex, question_vector: np.ndarray) -> list[FaqMatch]:
-    """Every entry with its best phrasing's cosine similarity to the question, most similar first."""
+def rank_faqs(index: FaqIndex, question_vector: np.ndarray,
+              min_similarity: float) -> tuple[FaqMatch | None, list[FaqMatch]]:
+    """(the most similar entry, every entry at or above `min_similarity` most similar first).
+
+    An entry's similarity is its best phrasing's cosine similarity to the question. One
+    matrix-vector product; only the entries returned become Python objects.
+    """
     if not index.entries:
-        return []
+        return None, []
     q = np.asarray(question_vector, dtype=np.float32).reshape(-1)
     norm = float(np.linalg.norm(q))
     scores = index.matrix @ (q / norm if norm > 0 else q)
     best = np.maximum.reduceat(scores, index.starts)
-    ends = [*index.starts[1:], len(scores)]
-    matches = []
-    for i in np.argsort(-best, kind="stable"):
+    above = np.flatnonzero(best >= min_similarity)
+    above = above[np.argsort(-best[above], kind="stable")]
+
+    def match(i: int) -> FaqMatch:
         entry, start = index.entries[i], int(index.starts[i])
-        row = start + int(np.argmax(scores[start:ends[i]]))
-        matches.append(FaqMatch(entry, float(best[i]), entry.questions[row - start]))
-    return matches
+        row = int(np.argmax(scores[start:start + len(entry.questions)]))
+        return FaqMatch(entry, float(best[i]), entry.questions[row])
+
+    return match(int(np.argmax(best))), [match(int(i)) for i in above]
 
 
 def uncovered_terms(question: str, phrasing: str) -> list[str]:

@@ -6,8 +6,8 @@ commit together or not at all; nothing here commits. An entry's questions, answe
 clauses are never edited: a change is a new entry and the old one retired.
 
 `FaqCatalog` keeps the approved entries and their phrasings' embeddings in memory for the
-request path, reloaded when a cheap signature of the approved rows changes (so a change
-made by another process is seen on its next request).
+request path, reloaded when the generation that every approval and retirement raises has
+moved (so a change made by another process is seen on its next request).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import structlog
-from sqlalchemy import case, func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from governance.audit import AuditEntry, append
 from governance.policy import GovernancePolicy
 from governance.residency import classification_rank, visible_classifications
 from governance.records.base import utcnow
-from services.db.models import Clause, DocumentVersion, FaqEntry
+from services.db.models import Clause, DocumentVersion, FaqEntry, FaqGeneration
 from services.errors import FaqConflict, FaqRejected, FourEyesViolation, NotFound
 from services.faq.matching import BoundClause, FaqIndex, ServableFaq, build_index, verify_faq_answer
 from services.faq.schemas import BoundClauseRef, FaqCreate, FaqRead
@@ -91,16 +91,31 @@ def content_problems(data: FaqCreate, policy: GovernancePolicy) -> list[str]:
 # -- reads -----------------------------------------------------------------------------------
 
 
-def _bound_clauses(session: Session, refs: Sequence[BoundClauseRef | dict]) -> tuple[list[BoundClause], list[str]]:
+def _clause_rows(session: Session, refs: Sequence[BoundClauseRef]) -> dict[tuple[str, str, str], tuple]:
+    """(version row, clause row) of each (policy_id, version, clause) found in a published version:
+    one query for any number of refs (a reload of every approved FAQ)."""
+    if not refs:
+        return {}
+    rows = session.execute(
+        select(DocumentVersion, Clause).join(Clause, Clause.version_id == DocumentVersion.id).where(
+            DocumentVersion.policy_id.in_({r.policy_id for r in refs}),
+            DocumentVersion.version.in_({r.version for r in refs}), DocumentVersion.status.in_(PUBLISHED),
+            Clause.number.in_({r.clause for r in refs}))
+        .order_by(Clause.ordinal)).all()
+    found: dict[tuple[str, str, str], tuple] = {}
+    for version, clause in rows:
+        found.setdefault((version.policy_id, version.version, clause.number), (version, clause))
+    return found
+
+
+def _bound_clauses(session: Session, refs: Sequence[BoundClauseRef | dict],
+                   rows: dict[tuple[str, str, str], tuple] | None = None) -> tuple[list[BoundClause], list[str]]:
     """Each ref's clause in a published version (refs C1, C2, ... in order), and the refs not found."""
+    parsed = [r if isinstance(r, BoundClauseRef) else BoundClauseRef.model_validate(r) for r in refs]
+    rows = _clause_rows(session, parsed) if rows is None else rows
     found, missing = [], []
-    for i, ref in enumerate(refs, start=1):
-        r = ref if isinstance(ref, BoundClauseRef) else BoundClauseRef.model_validate(ref)
-        row = session.execute(
-            select(DocumentVersion, Clause).join(Clause, Clause.version_id == DocumentVersion.id).where(
-                DocumentVersion.policy_id == r.policy_id, DocumentVersion.version == r.version,
-                DocumentVersion.status.in_(PUBLISHED), Clause.number == r.clause)
-            .order_by(Clause.ordinal).limit(1)).first()
+    for i, r in enumerate(parsed, start=1):
+        row = rows.get((r.policy_id, r.version, r.clause))
         if row is None:
             missing.append(f"{r.policy_id} version {r.version} clause {r.clause}")
             continue
@@ -222,6 +237,7 @@ def approve_faq(session: Session, policy: GovernancePolicy, faq_id: int, actor: 
     bound = _checked_clauses(session, entry.clauses, entry.answer)
     entry.status, entry.approver, entry.approved_at = "approved", actor.principal.name, utcnow()
     session.flush()
+    _bump_generation(session)
     _audit(session, "faq.approve", actor, entry, bound, policy, author=entry.author, approver=entry.approver)
     log.info("faq.approved", faq_id=entry.id, approver=entry.approver)
     return entry
@@ -238,6 +254,7 @@ def retire_faq(session: Session, policy: GovernancePolicy, faq_id: int, actor: F
     bound, _ = _bound_clauses(session, entry.clauses)
     entry.status, entry.retired_by, entry.retired_at = "retired", actor.principal.name, utcnow()
     session.flush()
+    _bump_generation(session)
     _audit(session, "faq.retire", actor, entry, bound, policy, previous_status=previous, reason=reason)
     log.info("faq.retired", faq_id=entry.id, by=entry.retired_by)
     return entry
@@ -246,20 +263,23 @@ def retire_faq(session: Session, policy: GovernancePolicy, faq_id: int, actor: F
 # -- the request path's catalogue --------------------------------------------------------------
 
 
+def _bump_generation(session: Session) -> None:
+    session.execute(update(FaqGeneration).where(FaqGeneration.id == 1)
+                    .values(generation=FaqGeneration.generation + 1))
+
+
 def approved_signature(session: Session) -> tuple:
-    """Changes whenever the set of approved entries does: approving stamps approved_at, retiring
-    stamps retired_at, and content never changes. One aggregate query over an indexed column."""
-    approved = FaqEntry.status == "approved"
-    row = session.execute(select(
-        func.count(case((approved, 1))), func.coalesce(func.sum(case((approved, FaqEntry.id))), 0),
-        func.max(FaqEntry.approved_at), func.max(FaqEntry.retired_at))).one()
-    return tuple(row)
+    """Changes whenever the set of approved entries does (content never changes): the generation
+    every approval and retirement raises, read by primary key."""
+    return (session.scalar(select(FaqGeneration.generation).where(FaqGeneration.id == 1)),)
 
 
 def load_approved(session: Session) -> list[ServableFaq]:
+    approved = session.scalars(select(FaqEntry).where(FaqEntry.status == "approved").order_by(FaqEntry.id)).all()
+    rows = _clause_rows(session, [BoundClauseRef.model_validate(c) for e in approved for c in e.clauses])
     entries = []
-    for row in session.scalars(select(FaqEntry).where(FaqEntry.status == "approved").order_by(FaqEntry.id)):
-        bound, missing = _bound_clauses(session, row.clauses)
+    for row in approved:
+        bound, missing = _bound_clauses(session, row.clauses, rows)
         if missing:  # published versions are never deleted; should one vanish, never serve half an FAQ
             log.warning("faq.bound_clause_missing", faq_id=row.id, missing=missing)
             continue
@@ -270,7 +290,7 @@ def load_approved(session: Session) -> list[ServableFaq]:
 class FaqCatalog:
     """The approved FAQs and their phrasings' embeddings (by the service's version-locked embedder).
 
-    `current(session)` costs one aggregate query while nothing changed; on a change it reloads
+    `current(session)` costs one primary-key read while nothing changed; on a change it reloads
     the approved rows and embeds only entries it has not embedded before (content is immutable).
     """
 

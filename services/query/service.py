@@ -240,14 +240,12 @@ class QueryService:
         if index is None or not index.entries:
             return None
         min_similarity = self.policy.faq.min_similarity
-        ranked = rank_faqs(index, q_vec)
+        best, similar = rank_faqs(index, q_vec, min_similarity)
         record: dict = {"min_similarity": min_similarity, "served": None, "not_served": [],
-                        "best": {"id": ranked[0].entry.id, "similarity": round(ranked[0].similarity, 5)}}
+                        "best": {"id": best.entry.id, "similarity": round(best.similarity, 5)}}
         trace.route["faq"] = record
         visible = visible_classifications(clearance, self.policy)
-        for match in ranked:
-            if match.similarity < min_similarity:
-                break
+        for match in similar:
             seen = {"id": match.entry.id, "similarity": round(match.similarity, 5), "phrasing": match.phrasing,
                     "bound": match.entry.bound_refs()}
             reason = unservable_reason(match, question, versions.keys(), visible, history)

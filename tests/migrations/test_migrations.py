@@ -65,4 +65,6 @@ def test_faq_entries_downgrade_and_upgrade_again(db_url):
     assert {c["name"] for c in inspect(engine).get_columns("faq_entries")} >= {
         "id", "questions", "answer", "clauses", "status", "author", "approver", "created_at", "approved_at",
         "retired_at"}
+    with engine.connect() as conn:  # the generation every approval and retirement raises starts at 0
+        assert conn.exec_driver_sql("SELECT id, generation FROM faq_generation").all() == [(1, 0)]
     engine.dispose()

@@ -26,10 +26,12 @@ def test_each_entry_ranks_by_its_best_phrasing():
     vectors = [np.array([[1, 0, 0], [0.6, 0.8, 0]]), np.array([[0, 0, 1]]),
                np.array([[0, 1, 0], [0.8, 0.6, 0], [0, 0, -1]])]
     index = build_index(("sig",), entries, vectors)
-    ranked = rank_faqs(index, np.array([0, 2.0, 0]))  # not unit length: normalised
-    assert [(m.entry.id, m.phrasing, round(m.similarity, 3)) for m in ranked] == [
-        (3, "d", 1.0), (1, "b", 0.8), (2, "c", 0.0)]
-    assert rank_faqs(build_index(("sig",), [], []), np.ones(3)) == []
+    best, similar = rank_faqs(index, np.array([0, 2.0, 0]), 0.5)  # not unit length: normalised
+    assert (best.entry.id, best.phrasing, round(best.similarity, 3)) == (3, "d", 1.0)
+    assert [(m.entry.id, m.phrasing, round(m.similarity, 3)) for m in similar] == [(3, "d", 1.0), (1, "b", 0.8)]
+    best, similar = rank_faqs(index, np.array([0, 0, 1.0]), 1.5)
+    assert (best.entry.id, best.phrasing, similar) == (2, "c", [])
+    assert rank_faqs(build_index(("sig",), [], []), np.ones(3), 0.5) == (None, [])
 
 
 def test_every_word_and_number_of_the_question_must_be_in_the_phrasing():
