@@ -381,8 +381,10 @@ def demo(
     corpus: Annotated[Path, typer.Option(help="folder of policy documents")] = Path("gold_dataset/policies"),
     keys_file: Annotated[Path, typer.Option(help="where to write the demo users' API keys")] = Path(
         ".policyhub/demo-keys.json"),
+    faqs: Annotated[Optional[Path], typer.Option(
+        help="FAQ file to seed: added by demo-admin, approved by demo-compliance")] = None,
 ) -> None:
-    """Prepare a demo: migrate, ingest the demo corpus, and create one user per role."""
+    """Prepare a demo: migrate, ingest the demo corpus, create one user per role, seed FAQs."""
     from sqlalchemy import select
 
     from governance.audit import AuditEntry, append
@@ -409,7 +411,27 @@ def demo(
                 keys[name] = key
     write_private_file(keys_file, json.dumps(keys, indent=2))
     console.print(f"demo users' API keys written to {keys_file}")
+    if faqs is not None:
+        _seed_demo_faqs(runtime, faqs)
     runtime.close()
+
+
+def _seed_demo_faqs(runtime, path: Path) -> None:  # noqa: ANN001
+    """Each FAQ of `path` not yet there is added by demo-admin and approved by demo-compliance."""
+    from services.db.session import transaction
+    from services.faq.service import FaqActor, approve_faq, create_faq, find_same
+    from services.query.guards import ProhibitedUseDetector
+
+    screen = ProhibitedUseDetector(runtime.policy.prohibited_uses, runtime.embedder.embed)
+    screen.warm_up()
+    author = FaqActor(_cli_principal(runtime, "demo-admin"), channel="cli")
+    approver = FaqActor(_cli_principal(runtime, "demo-compliance"), channel="cli")
+    for data in read_faq_file(path):
+        with transaction(runtime.session_factory) as session:
+            entry = find_same(session, data) or create_faq(session, runtime.policy, data, author, screen.check)
+            if entry.status == "proposed":
+                approve_faq(session, runtime.policy, entry.id, approver)
+            console.print(_faq_line(entry), highlight=False)
 
 
 def write_private_file(path: Path, text: str) -> None:

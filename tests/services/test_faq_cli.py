@@ -77,3 +77,26 @@ def test_add_approve_list_retire_as_named_users(tmp_path, data_dir):
     assert json.loads(result.output) == []
     result = run("faq", "list", "--user", "cleo")
     assert result.exit_code == 0 and "retired" in result.output and "1 FAQs" in result.output
+
+
+def test_demo_seeds_faqs_added_by_admin_approved_by_compliance_once(tmp_path, data_dir):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(CORPUS / "complaints.md", corpus)
+    faqs = tmp_path / "demo-faqs.yaml"
+    faqs.write_text(yaml.safe_dump([FAQ]))
+    for _ in range(2):  # running the demo again adds nothing
+        result = run("demo", "--corpus", str(corpus), "--keys-file", str(tmp_path / "keys.json"), "--faqs", str(faqs))
+        assert result.exit_code == 0, result.output
+    result = run("faq", "list", "--user", "demo-staff", "--json")
+    [entry] = json.loads(result.output)
+    assert (entry["status"], entry["author"], entry["approver"]) == ("approved", "demo-admin", "demo-compliance")
+
+
+def test_the_shipped_demo_faqs_parse():
+    from services.cli import read_faq_file
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "demo-faqs.yaml"
+    assert [e.clauses[0].policy_id for e in read_faq_file(path)] == ["CMP-CH-001"]
