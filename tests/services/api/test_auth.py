@@ -27,6 +27,8 @@ PROTECTED = [
     ("GET", "/v1/health", {"staff", "public-staff", "compliance", "model_risk", "admin"}),
     ("GET", "/v1/documents", {"staff", "public-staff", "compliance", "model_risk", "admin"}),
     ("POST", "/v1/documents", {"admin"}),
+    ("GET", "/v1/faq", {"staff", "public-staff", "compliance", "model_risk", "admin"}),
+    ("POST", "/v1/faq", {"admin"}),
     ("GET", "/v1/audit", {"compliance", "admin"}),
     ("GET", "/v1/audit/verify", {"compliance", "admin"}),
     ("GET", "/v1/audit/export", {"compliance", "admin"}),
