@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 
 from governance.audit import AuditEntry, append
 from governance.policy import GovernancePolicy
-from governance.residency import classification_rank, visible_classifications
 from governance.records.base import utcnow
+from governance.residency import classification_rank, visible_classifications
 from services.db.models import Clause, DocumentVersion, FaqEntry, FaqGeneration
 from services.errors import FaqConflict, FaqRejected, FourEyesViolation, NotFound
 from services.faq.matching import BoundClause, FaqIndex, ServableFaq, build_index, verify_faq_answer

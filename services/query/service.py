@@ -26,8 +26,7 @@ from services.faq.matching import FaqIndex, FaqMatch, rank_faqs, unservable_reas
 from services.faq.service import FaqCatalog
 from services.generation.base import Generator
 from services.query.complexity import classify_complexity
-from services.query.escalation import (SERVED, Attempt, EscalationResult, format_citation, quote_answer,
-                                       run_escalation)
+from services.query.escalation import SERVED, Attempt, EscalationResult, format_citation, quote_answer, run_escalation
 from services.query.guards import ProhibitedUseDetector, assess_risk, check_input
 from services.query.pii import PiiDetector
 from services.query.retrieval import ClauseHit, Retriever, version_scope, visible_versions

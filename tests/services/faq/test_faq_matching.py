@@ -5,14 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.faq.matching import BoundClause, FaqMatch, ServableFaq, build_index, rank_faqs, uncovered_terms, \
-    unservable_reason, verify_faq_answer
+from services.faq.matching import (
+    BoundClause,
+    FaqMatch,
+    ServableFaq,
+    build_index,
+    rank_faqs,
+    uncovered_terms,
+    unservable_reason,
+    verify_faq_answer,
+)
 from services.query.verify import RetrievedClause
 
 pytestmark = pytest.mark.unit
 
 
-def clause(version_id: int = 1, classification: str = "internal", text: str = "Meals: INR 1,500 per day.") -> BoundClause:
+def clause(version_id: int = 1, classification: str = "internal",
+           text: str = "Meals: INR 1,500 per day.") -> BoundClause:
     return BoundClause(version_id, RetrievedClause("C1", "EXP", "Expenses", "2.1", "1.0", "2024-01-01", classification,
                                                    text, 0.0))
 
