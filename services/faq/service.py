@@ -128,7 +128,8 @@ def _bound_clauses(session: Session, refs: Sequence[BoundClauseRef | dict],
 
 
 def _get(session: Session, faq_id: int) -> FaqEntry:
-    entry = session.get(FaqEntry, faq_id)
+    # Locked (PostgreSQL) so two reviewers approving or retiring at once cannot both pass the status check.
+    entry = session.get(FaqEntry, faq_id, with_for_update=True)
     if entry is None:
         raise NotFound(f"no FAQ {faq_id}")
     return entry
