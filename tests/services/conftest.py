@@ -248,3 +248,24 @@ def policy_with_cloud_model(folder: Path, base_url: str, name: str, tier: int) -
     policy_file = folder / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return policy_file
+
+
+def run_cli(*args: str):
+    """Run the `policyhub` command line in-process, wide enough that no message wraps."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """Settings pointing at a throw-away data dir, for commands that build their own runtime."""
+    from services.config import get_settings
+
+    monkeypatch.setenv("POLICYHUB_ENV", "test")
+    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()

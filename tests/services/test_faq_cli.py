@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from services.cli import app
-from services.config import get_settings
+from tests.services.conftest import run_cli as run
+
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 FAQ = {"questions": ["Within how many business days is a customer complaint acknowledged?"],
@@ -18,19 +17,6 @@ FAQ = {"questions": ["Within how many business days is a customer complaint ackn
        "clauses": [{"policy_id": "TEST-CMP", "version": "3.1", "clause": "1.1"}]}
 
 pytestmark = pytest.mark.integration
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("POLICYHUB_ENV", "test")
-    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    yield tmp_path / "data"
-    get_settings.cache_clear()
 
 
 def test_add_approve_list_retire_as_named_users(tmp_path, data_dir):

@@ -11,28 +11,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from governance.policy import DEFAULT_POLICY_PATH
 from governance.records.audit import AuditRecord
-from services.cli import app
-from services.config import get_settings
+
+from tests.services.conftest import run_cli as run
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
-
-
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    """Settings pointing at a throw-away data dir, for commands that build their own runtime."""
-    monkeypatch.setenv("POLICYHUB_ENV", "test")
-    monkeypatch.setenv("POLICYHUB_DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    yield tmp_path / "data"
-    get_settings.cache_clear()
 
 
 @pytest.mark.unit
