@@ -232,7 +232,7 @@ def _faq_screen(runtime):  # noqa: ANN001, ANN202
     from services.query.guards import ProhibitedUseDetector
     from services.runtime import load_locked_embedder
 
-    embedder, _ = load_locked_embedder(runtime.settings, runtime.session_factory)
+    embedder = runtime.embedder or load_locked_embedder(runtime.settings, runtime.session_factory)[0]
     detector = ProhibitedUseDetector(runtime.policy.prohibited_uses, embedder.embed)
     detector.warm_up()
     return detector.check
@@ -420,15 +420,13 @@ def _seed_demo_faqs(runtime, path: Path) -> None:  # noqa: ANN001
     """Each FAQ of `path` not yet there is added by demo-admin and approved by demo-compliance."""
     from services.db.session import transaction
     from services.faq.service import FaqActor, approve_faq, create_faq, find_same
-    from services.query.guards import ProhibitedUseDetector
 
-    screen = ProhibitedUseDetector(runtime.policy.prohibited_uses, runtime.embedder.embed)
-    screen.warm_up()
+    screen = _faq_screen(runtime)
     author = FaqActor(_cli_principal(runtime, "demo-admin"), channel="cli")
     approver = FaqActor(_cli_principal(runtime, "demo-compliance"), channel="cli")
     for data in read_faq_file(path):
         with transaction(runtime.session_factory) as session:
-            entry = find_same(session, data) or create_faq(session, runtime.policy, data, author, screen.check)
+            entry = find_same(session, data) or create_faq(session, runtime.policy, data, author, screen)
             if entry.status == "proposed":
                 approve_faq(session, runtime.policy, entry.id, approver)
             console.print(_faq_line(entry), highlight=False)

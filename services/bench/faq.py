@@ -10,20 +10,14 @@ only the entries it has not seen (the model's cost per phrasing is that of a que
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from datetime import date
 
 import numpy as np
 
+from services.bench.query import percentiles
 from services.db.session import make_engine, make_session_factory, transaction, upgrade
-
-
-def _stats(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"p50_ms": round(statistics.median(ordered), 4), "p95_ms": round(p95, 4)}
 
 
 def _seed(factory, size: int, phrasings: int) -> None:  # noqa: ANN001
@@ -99,9 +93,9 @@ def bench_faq(sizes: tuple[int, ...] = (0, 1000), phrasings: int = 3, n: int = 2
                     verify_faq_answer(match.entry.answer, [b.clause for b in match.entry.bound])
                     hit.append((time.perf_counter() - t3) * 1000)
             results.append({"faqs": size, "phrasings": size * phrasings,
-                            "signature_check": _stats(check), "match_miss": _stats(rank),
-                            "match_hit_with_checks": _stats(hit) if hit else None,
-                            "total_miss": _stats([a + b for a, b in zip(check, rank)]),
+                            "signature_check": percentiles(check), "match_miss": percentiles(rank),
+                            "match_hit_with_checks": percentiles(hit) if hit else None,
+                            "total_miss": percentiles([a + b for a, b in zip(check, rank)]),
                             "reload_without_embedding_ms": round(reload_ms, 1)})
         engine.dispose()
     return {"database": "sqlite (fresh file)", "dimension": dimension, "requests": n, "results": results}
