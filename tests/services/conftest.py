@@ -251,7 +251,12 @@ def policy_with_cloud_model(folder: Path, base_url: str, name: str, tier: int) -
 
 
 def run_cli(*args: str):
-    """Run the `policyhub` command line in-process, wide enough that no message wraps."""
+    """Run the `policyhub` command line in-process, wide enough that no message wraps.
+
+    Parse machine output (`--json`) from `result.stdout`: `result.output` also holds stderr,
+    where a server thread of another test (the session `client`'s audit checkpointer) may log
+    a line at any moment.
+    """
     from typer.testing import CliRunner
 
     from services.cli import app

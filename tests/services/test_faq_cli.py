@@ -54,13 +54,13 @@ def test_add_approve_list_retire_as_named_users(tmp_path, data_dir):
 
     result = run("faq", "list", "--user", "sam", "--json")
     assert result.exit_code == 0, result.output
-    [listed] = json.loads(result.output)
+    [listed] = json.loads(result.stdout)
     assert (listed["id"], listed["status"], listed["author"]) == (1, "approved", "ana")
 
     result = run("faq", "retire", "1", "--user", "cleo", "--reason", "reworded")
     assert result.exit_code == 0 and "FAQ 1 retired" in result.output
     result = run("faq", "list", "--user", "sam", "--json")
-    assert json.loads(result.output) == []
+    assert json.loads(result.stdout) == []
     result = run("faq", "list", "--user", "cleo")
     assert result.exit_code == 0 and "retired" in result.output and "1 FAQs" in result.output
 
@@ -77,7 +77,7 @@ def test_demo_seeds_faqs_added_by_admin_approved_by_compliance_once(tmp_path, da
         result = run("demo", "--corpus", str(corpus), "--keys-file", str(tmp_path / "keys.json"), "--faqs", str(faqs))
         assert result.exit_code == 0, result.output
     result = run("faq", "list", "--user", "demo-staff", "--json")
-    [entry] = json.loads(result.output)
+    [entry] = json.loads(result.stdout)
     assert (entry["status"], entry["author"], entry["approver"]) == ("approved", "demo-admin", "demo-compliance")
 
 
@@ -86,3 +86,30 @@ def test_the_shipped_demo_faqs_parse():
 
     path = Path(__file__).resolve().parents[2] / "deploy" / "demo-faqs.yaml"
     assert [e.clauses[0].policy_id for e in read_faq_file(path)] == ["CMP-CH-001"]
+
+
+def test_json_listing_is_stdout_alone_while_a_server_thread_logs(data_dir):
+    """A server running in the same process (the API's audit checkpointer) logs at any moment;
+    its lines go to stderr, and `--json` on stdout stays one parseable document."""
+    import threading
+
+    import structlog
+
+    assert run("db", "upgrade").exit_code == 0
+    stop = threading.Event()
+
+    def checkpointer() -> None:
+        while not stop.is_set():
+            structlog.get_logger().info("audit.checkpoint", chain="main")
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=checkpointer, daemon=True)
+    thread.start()
+    try:
+        result = run("faq", "list", "--json")
+    finally:
+        stop.set()
+        thread.join()
+    assert result.exit_code == 0, result.output
+    assert "audit.checkpoint" in result.stderr
+    assert json.loads(result.stdout) == []
