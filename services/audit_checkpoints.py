@@ -59,7 +59,7 @@ class AuditCheckpointer:
         for cp in result.written:
             # The whole signed checkpoint (the signature is not the key): a copy that verifies on its own.
             log.info("audit.checkpoint", chain=cp.chain, seq=cp.seq, head_hash=cp.head_hash, time=cp.time,
-                     signature=cp.signature)
+                     signature=cp.signature, file=str(self.path))
         for chain, reason in result.refused.items():
-            log.error("audit.checkpoint_refused", chain=chain, reason=reason)
+            log.error("audit.checkpoint_refused", chain=chain, reason=reason, file=str(self.path))
         return result

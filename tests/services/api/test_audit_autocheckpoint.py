@@ -130,7 +130,8 @@ def test_appended_records_are_checkpointed_within_the_interval_and_at_shutdown(s
     assert (last.chain, last.seq, last.head_hash) == ("main", *final)
     assert len(set(checkpointed_seqs(served))) == len(checkpointed_seqs(served))
 
-    events = [e for e in logs if e["event"] == "audit.checkpoint"]
+    # Only this server's lines: the session-wide test client's checkpointer logs to the same place.
+    events = [e for e in logs if e["event"] == "audit.checkpoint" and e["file"] == str(served.settings.checkpoint_file)]
     assert {"chain": "main", "seq": final[0], "head_hash": final[1]}.items() <= events[-1].items()
     key = served.key_bytes().decode()
     assert not any(key in str(e) for e in logs)
@@ -158,11 +159,12 @@ def test_a_tampered_chain_is_never_checkpointed_and_the_app_keeps_serving(serve)
     with as_db_owner(served.runtime.engine) as conn:  # the bootstrap record the runtime appended
         conn.execute(update(T).where(T.c.chain == "main", T.c.seq == 1).values(actor="mallory"))
     app, others = app_for(served), checkpointer_threads()
+    ours_file = str(served.settings.checkpoint_file)
     with capture_logs() as logs, TestClient(app) as client:
         [ours] = checkpointer_threads() - others
 
         def refusals() -> list[dict]:
-            return [e for e in logs if e["event"] == "audit.checkpoint_refused"]
+            return [e for e in logs if e["event"] == "audit.checkpoint_refused" and e["file"] == ours_file]
 
         wait_for(lambda: len(refusals()) >= 2, "second refusal (it keeps trying)")
         assert client.get("/v1/health", headers=served.headers).status_code == 200
@@ -172,4 +174,4 @@ def test_a_tampered_chain_is_never_checkpointed_and_the_app_keeps_serving(serve)
     refused = refusals()[-1]
     assert refused["chain"] == "main" and refused["log_level"] == "error"
     assert "seq 1 does not match its hash" in refused["reason"]
-    assert not [e for e in logs if e["event"] == "audit.checkpoint"]
+    assert not [e for e in logs if e["event"] == "audit.checkpoint" and e["file"] == ours_file]
