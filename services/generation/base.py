@@ -41,7 +41,18 @@ class GenerationError(Exception):
 
 
 class GenerationTimeout(GenerationError):
-    """The model did not answer within its `timeout_s`."""
+    """The model did not answer within its `timeout_s`.
+
+    `input_tokens` and `output_tokens` are what the call consumed before it was stopped (the
+    prompt once the model is known to have read it, the answer tokens produced so far), 0 when
+    nothing is known to have been processed: a timed-out call to a paid model is still charged,
+    and counts against the caller's budget.
+    """
+
+    def __init__(self, message: str, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
 
 
 class Generator(Protocol):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,14 @@ from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, FINISH_STOP, G
 DEFAULT_SEED = 42  # fixed so the same prompt gives the same answer (replayable audits, stable tests)
 DEFAULT_LOOKAHEAD = 8  # draft tokens taken from the prompt per decoding step (0: one token per step)
 DRAFT_NGRAM = 2  # answer tokens matched against the prompt to find a draft
+
+
+@dataclass
+class _Consumed:
+    """What one call has computed so far: the evaluated prompt's tokens, the answer tokens chosen."""
+
+    prompt_tokens: int = 0
+    answer: list[int] = field(default_factory=list)
 
 
 class LlamaCppGenerator:
@@ -107,11 +116,12 @@ class LlamaCppGenerator:
             raise GenerationError(f"model {self.spec.key} was not warmed up")
         started = time.perf_counter()
         timeout = self.spec.timeout_s
+        consumed = _Consumed()
         if not self._lock.acquire(timeout=timeout):
             raise GenerationTimeout(f"model {self.spec.key}: busy for longer than {timeout:g} s")
         try:
             self._deadline = time.monotonic() + max(0.0, timeout - (time.perf_counter() - started))
-            text, input_tokens, output_tokens, finish = self._complete(messages, max_tokens, grammar)
+            text, input_tokens, output_tokens, finish = self._complete(messages, max_tokens, grammar, consumed)
         except GenerationError:
             self._llm.reset()
             raise
@@ -119,8 +129,9 @@ class LlamaCppGenerator:
             timed_out = time.monotonic() > self._deadline
             # After an abort the KV cache no longer matches llama-cpp-python's idea of it: start clean.
             self._llm.reset()
-            if timed_out:
-                raise GenerationTimeout(f"model {self.spec.key}: no answer within {timeout:g} s") from exc
+            if timed_out:  # what it computed before the abort is charged all the same
+                raise GenerationTimeout(f"model {self.spec.key}: no answer within {timeout:g} s",
+                                        consumed.prompt_tokens, len(consumed.answer)) from exc
             raise GenerationError(f"model {self.spec.key}: {type(exc).__name__}: {exc}") from exc
         finally:
             self._deadline = float("inf")
@@ -128,8 +139,10 @@ class LlamaCppGenerator:
         return Generation(text=text.strip(), input_tokens=input_tokens, output_tokens=output_tokens,
                           latency_ms=(time.perf_counter() - started) * 1000, finish=finish)
 
-    def _complete(self, messages: list[dict], max_tokens: int, grammar: str | None) -> tuple[str, int, int, str]:
-        """Greedy completion of the chat; (text, prompt tokens, answer tokens, finish). Runs under the lock."""
+    def _complete(self, messages: list[dict], max_tokens: int, grammar: str | None,
+                  consumed: _Consumed) -> tuple[str, int, int, str]:
+        """Greedy completion of the chat; (text, prompt tokens, answer tokens, finish). Runs under the lock,
+        keeping in `consumed` what was computed so far, for an abort to charge."""
         import llama_cpp
 
         llm = self._llm
@@ -146,15 +159,18 @@ class LlamaCppGenerator:
                 raise GenerationError(f"model {self.spec.key}: llama.cpp rejected the grammar")
         try:
             self._eval_prompt(tokens)
-            answer, finish = self._decode(tokens, min(max_tokens, room), sampler)
+            consumed.prompt_tokens = len(tokens)
+            answer, finish = self._decode(tokens, min(max_tokens, room), sampler, consumed.answer)
         finally:
             if sampler is not None:
                 llama_cpp.llama_sampler_free(sampler)
         return llm.detokenize(answer).decode("utf-8", errors="ignore"), len(tokens), len(answer), finish
 
-    def _decode(self, prompt: list[int], limit: int, sampler) -> tuple[list[int], str]:  # noqa: ANN001
+    def _decode(self, prompt: list[int], limit: int, sampler,  # noqa: ANN001
+                answer: list[int]) -> tuple[list[int], str]:
         """Greedy answer tokens after the evaluated prompt, at most `limit`, with prompt-lookup drafts,
-        and why decoding ended (`sampler` is a llama_sampler_p or None).
+        and why decoding ended (`sampler` is a llama_sampler_p or None). They are appended to
+        `answer` as they are chosen, so an abort leaves the count made.
 
         Each step feeds the last chosen token plus up to `lookahead` draft tokens: what followed
         the answer's last `DRAFT_NGRAM` tokens where they occur in the prompt. One batch yields
@@ -176,7 +192,6 @@ class LlamaCppGenerator:
                 llama_cpp.llama_sampler_accept(sampler, token)
             return token
 
-        answer: list[int] = []
         token = choose(-1)
         while not llama_cpp.llama_vocab_is_eog(self._vocab, token):
             answer.append(token)

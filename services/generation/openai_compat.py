@@ -77,16 +77,20 @@ class OpenAICompatibleGenerator:
         if self._client is None:
             raise GenerationError(f"model {self.spec.key} was not warmed up")
         started = time.perf_counter()
+        answer = _StreamedAnswer()
         try:
             stream = self._client.chat.completions.create(model=self.model_name, messages=messages, temperature=0,
                                                           max_tokens=max_tokens, stream=True,
                                                           stream_options={"include_usage": True})
             with stream:  # leaving it closes the response: on a loop, the server sees its client go
-                answer = self._read(stream, started + self.spec.timeout_s)
+                self._read(stream, answer, started + self.spec.timeout_s)
+        except GenerationTimeout as exc:  # the whole answer took too long: charge what streamed
+            raise GenerationTimeout(str(exc), *_tokens(answer, messages)) from exc
         except GenerationError:
             raise
-        except openai.APITimeoutError as exc:
-            raise GenerationTimeout(f"model {self.spec.key}: no answer within {self.spec.timeout_s:g} s") from exc
+        except openai.APITimeoutError as exc:  # no answer, or a stream that stalled part-way
+            raise GenerationTimeout(f"model {self.spec.key}: no answer within {self.spec.timeout_s:g} s",
+                                    *_tokens(answer, messages)) from exc
         except openai.APIConnectionError as exc:
             raise GenerationError(f"model {self.spec.key}: cannot reach {self.shown_url}: "
                                   f"{redact_urls(str(exc))}") from exc
@@ -98,12 +102,7 @@ class OpenAICompatibleGenerator:
         if not answer.saw_choices:
             raise GenerationError(f"model {self.spec.key}: the response has no choices")
         text = answer.text.strip()
-        usage = answer.usage
-        if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
-            input_tokens, output_tokens = int(usage.prompt_tokens), int(usage.completion_tokens)
-        else:
-            input_tokens = sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN + 1
-            output_tokens = max(answer.chunks_with_text, len(text) // CHARS_PER_TOKEN + (1 if text else 0))
+        input_tokens, output_tokens = _tokens(answer, messages)
         if answer.looped:
             finish = FINISH_LOOP
         else:
@@ -111,9 +110,9 @@ class OpenAICompatibleGenerator:
         return Generation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, latency_ms=latency_ms,
                           finish=finish)
 
-    def _read(self, stream, deadline: float) -> _StreamedAnswer:  # noqa: ANN001 (an openai Stream of chunks)
-        """Read the chunks until the stream ends, the answer so far ends in a loop, or `deadline` passes."""
-        answer = _StreamedAnswer()
+    def _read(self, stream, answer: _StreamedAnswer, deadline: float) -> None:  # noqa: ANN001 (a Stream)
+        """Read the chunks into `answer` until the stream ends, the answer so far ends in a loop, or
+        `deadline` passes (`GenerationTimeout`, `answer` holding what arrived)."""
         words: list[str] = []
         judged = 0  # characters of the answer already split into `words`
         for chunk in stream:
@@ -132,11 +131,26 @@ class OpenAICompatibleGenerator:
                 judged = len(whole)
                 if repeated_run(words, at_end=True) is not None:
                     answer.looped = True
-                    return answer
+                    return
             if time.perf_counter() > deadline:
                 raise GenerationTimeout(f"model {self.spec.key}: the answer was not finished within "
                                         f"{self.spec.timeout_s:g} s")
-        return answer
+
+
+def _tokens(answer: _StreamedAnswer, messages: list[dict]) -> tuple[int, int]:
+    """(input, output) tokens of a whole or cut-off stream: the server's usage, else the estimate.
+
+    Before any chunk arrives nothing is known to have been processed: (0, 0). After one, the
+    prompt was read, and is charged even if no text came yet.
+    """
+    usage = answer.usage
+    if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
+        return int(usage.prompt_tokens), int(usage.completion_tokens)
+    if not answer.saw_choices:
+        return 0, 0
+    text = answer.text.strip()
+    input_tokens = sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN + 1
+    return input_tokens, max(answer.chunks_with_text, len(text) // CHARS_PER_TOKEN + (1 if text else 0))
 
 
 def _whole_words(text: str) -> str:

@@ -149,10 +149,11 @@ def _call(tier: int, model_key: str, zone: str | None, generator: Generator, mes
     started = time.perf_counter()
     try:
         generation = generator.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=answer_grammar(n_clauses))
-    except GenerationTimeout as exc:
+    except GenerationTimeout as exc:  # what it consumed before it was stopped is paid for all the same
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
-                       input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,
-                       error=str(exc), outcome=TIMEOUT)
+                       input_tokens=exc.input_tokens, output_tokens=exc.output_tokens,
+                       cost=generation_cost(generator.spec, exc.input_tokens, exc.output_tokens),
+                       latency_ms=(time.perf_counter() - started) * 1000, error=str(exc), outcome=TIMEOUT)
     except GenerationError as exc:
         return Attempt(tier=tier, model_key=model_key, zone=zone, prompt=messages, raw_output=None, verification=None,
                        input_tokens=0, output_tokens=0, cost=0.0, latency_ms=(time.perf_counter() - started) * 1000,

@@ -235,6 +235,19 @@ def test_timeout_aborts_generation_and_the_model_recovers(smollm2_path: Path) ->
 
 
 @pytest.mark.integration
+def test_a_timeout_mid_answer_reports_the_tokens_computed(smollm2_path: Path) -> None:
+    """Cut after the prompt, part-way through a long answer: the prompt and the tokens chosen are charged."""
+    generator = LlamaCppGenerator(SPEC.model_copy(update={"timeout_s": 0.6}), lookahead=0)
+    generator.warm_up()
+    essay = [{"role": "user", "content": "Write a long essay about the history of banking in India."}]
+    prompt_tokens = generator.generate(essay, max_tokens=1).input_tokens
+    with pytest.raises(GenerationTimeout) as cut:
+        generator.generate(essay, max_tokens=2000)
+    assert cut.value.input_tokens == prompt_tokens
+    assert 0 < cut.value.output_tokens < 2000
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_tier1_answers_follow_the_format_and_verify(smollm2: LlamaCppGenerator) -> None:
     """Ten single-clause questions as escalation asks them: the best clause, the grammar, the answer budget.

@@ -1,5 +1,6 @@
 """The streamed Tier-2/3 call: finish reasons and token counts through the real llama.cpp server, and
-a loop cut off, a stall, a trickle and a server without usage against a real local streaming server."""
+a loop cut off, a stall, a trickle, a silent server and a server without usage against a real local
+streaming server."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ class StreamScript:
     pause_s: float = 0.0
     stall_after: int | None = None  # chunks sent before the server goes quiet
     stall_s: float = 0.0
+    silent_s: float = 0.0  # before the response starts: the server has not begun the answer
     finish_reason: str = "stop"
     send_usage: bool = True  # when the client asks for it
     usage: tuple[int, int] = (42, 7)
@@ -129,6 +131,7 @@ def _streaming_handler(server: StreamingServer) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             server.requests.append(body)
             script = server.script
+            time.sleep(script.silent_s)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
@@ -243,16 +246,29 @@ def test_a_stream_that_stalls_past_the_timeout_is_a_timeout(streaming_server: St
     streaming_server.script = StreamScript(pieces=lambda: iter(["Complaints", " are", " acknowledged", " within"]),
                                            stall_after=2, stall_s=3)
     started = time.perf_counter()
-    with pytest.raises(GenerationTimeout):
+    with pytest.raises(GenerationTimeout) as stalled:
         remote(streaming_server, timeout_s=0.5).generate(MESSAGES)
     assert time.perf_counter() - started < 2
+    # what streamed before the stall is charged: the prompt, and two chunks of "Complaints are"
+    assert stalled.value.input_tokens == prompt_estimate(MESSAGES)
+    assert stalled.value.output_tokens == max(2, estimate(len("Complaints are")))
+
+
+def test_a_server_that_never_starts_answering_is_a_timeout_charging_nothing(streaming_server: StreamingServer) -> None:
+    streaming_server.script = StreamScript(silent_s=3)
+    with pytest.raises(GenerationTimeout, match="no answer within 0.5 s") as silent:
+        remote(streaming_server, timeout_s=0.5).generate(MESSAGES)
+    assert (silent.value.input_tokens, silent.value.output_tokens) == (0, 0)  # nothing is known to be processed
 
 
 def test_a_trickling_stream_is_cut_at_the_timeout(streaming_server: StreamingServer) -> None:
     """No read waits long, but the whole answer is still held to `timeout_s`."""
     streaming_server.script = StreamScript(pieces=lambda: (f" clause {n}" for n in range(100)), pause_s=0.05)
     started = time.perf_counter()
-    with pytest.raises(GenerationTimeout, match="not finished within 0.5 s"):
+    with pytest.raises(GenerationTimeout, match="not finished within 0.5 s") as cut:
         remote(streaming_server, timeout_s=0.5).generate(MESSAGES)
     assert time.perf_counter() - started < 1.5
     assert streaming_server.disconnected.wait(5)  # and the connection is dropped there too
+    # the chunks that did arrive are paid for
+    assert cut.value.input_tokens == prompt_estimate(MESSAGES)
+    assert 1 <= cut.value.output_tokens <= estimate(len("".join(f" clause {n}" for n in range(100))))

@@ -165,14 +165,18 @@ def test_a_refusal_cut_off_after_its_words_is_still_declined() -> None:
 def test_failures_escalate_in_order_then_quote() -> None:
     a, b, c, d = spec("a", 1, "onprem"), spec("b", 2, "onprem"), spec("c", 2, "vpc"), spec("d", 2, "cloud")
     generators = {a.key: ScriptedGenerator(a, "You may carry forward 45 days [C1]."),  # invented number
-                  b.key: ScriptedGenerator(b, error=GenerationTimeout("slow")),
+                  b.key: ScriptedGenerator(b, error=GenerationTimeout("slow", input_tokens=300, output_tokens=7)),
                   c.key: ScriptedGenerator(c, error=GenerationError("HTTP 500")),
                   d.key: ScriptedGenerator(d, NOT_AVAILABLE)}
     result = run_escalation(decision_for(a, b, c, d), "q", [LEAVE], generators, retry_budget=5)
     assert [x.outcome for x in result.attempts] == ["failed_verification", "timeout", "error", "declined", "served"]
     assert result.tier == 0 and result.answer == quote_answer([LEAVE]) and result.cited == (LEAVE,)
     assert "'45'" in result.attempts[0].error
-    assert result.cost == pytest.approx(generation_cost(a, 500, 20) + generation_cost(d, 500, 20))
+    # the timed-out call is charged for what it consumed before it was stopped
+    assert (result.attempts[1].input_tokens, result.attempts[1].output_tokens) == (300, 7)
+    assert result.attempts[1].cost > 0 and result.attempts[1].cost == pytest.approx(generation_cost(b, 300, 7))
+    assert result.cost == pytest.approx(generation_cost(a, 500, 20) + generation_cost(b, 300, 7)
+                                        + generation_cost(d, 500, 20))
 
 
 @pytest.mark.unit
