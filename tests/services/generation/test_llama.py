@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from governance.policy import load_policy
-from services.generation.base import GenerationError, GenerationTimeout, build_generator, resolve_model_path
+from services.generation.base import (FINISH_LOOP, GenerationError, GenerationTimeout, build_generator,
+                                      resolve_model_path)
 from services.generation.llama import DEFAULT_LOOKAHEAD, LlamaCppGenerator
 from services.generation.openai_compat import OpenAICompatibleGenerator
 from services.generation.prompts import answer_grammar, build_messages, parse_citations, prompt_clauses
 from services.query.escalation import MAX_ANSWER_TOKENS
-from services.query.verify import RetrievedClause, is_not_available, verify_answer
+from services.query.verify import RetrievedClause, is_not_available, repetition, verify_answer
 
 POLICY = load_policy()
 SPEC = POLICY.model("smollm2-135m-instruct@q4_1")
@@ -158,9 +159,14 @@ def _compare_with_llama_cpp_python(smollm2: LlamaCppGenerator, llama_cpp) -> int
             theirs = smollm2._llm.create_chat_completion(
                 messages=messages, temperature=0, max_tokens=MAX_ANSWER_TOKENS,
                 grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False))
-            assert ours.text == theirs["choices"][0]["message"]["content"].strip(), (question, tier)
-            assert (ours.input_tokens, ours.output_tokens) == (theirs["usage"]["prompt_tokens"],
-                                                               theirs["usage"]["completion_tokens"])
+            their_text = theirs["choices"][0]["message"]["content"].strip()
+            if ours.finish == FINISH_LOOP:  # ours stops where the loop shows; llama-cpp-python runs it on
+                assert their_text.startswith(ours.text) and repetition(their_text) is not None, (question, tier)
+                assert ours.output_tokens < theirs["usage"]["completion_tokens"]
+            else:
+                assert ours.text == their_text, (question, tier)
+                assert ours.output_tokens == theirs["usage"]["completion_tokens"]
+            assert ours.input_tokens == theirs["usage"]["prompt_tokens"]
             assert ours.text == "Not available in policy." or ours.text.startswith("[")
             compared += 1
     return compared
@@ -172,13 +178,23 @@ def test_prompt_lookup_drafts_give_the_same_tier1_answers(smollm2: LlamaCppGener
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Drafts copied from the prompt are kept only where the model would have chosen them.
 
-    A batch of several tokens is computed in a different order than one token at a time, so a
-    near-tie could in principle flip; on the ten tier-1 prompts the answers are identical.
+    A batch of several tokens is computed in a different order, and on some CPUs with other
+    kernels, than one token at a time: its logits differ by up to about 1 from the single
+    token's (SmolLM2 Q4_1, AVX-512). So where the model's two best tokens are that close, a
+    draft can flip the choice; on an AVX2 machine the ten answers were identical, on an
+    AVX-512 one a single answer differs, at a margin of 0.07. What must hold everywhere: the
+    answers agree up to a token where the single-step choice beat the drafted one by less
+    than NEAR_TIE. A draft kept wrongly (a bad KV-cache cut, an off-by-one) is nowhere near a tie.
     """
     drafted = []
     original = LlamaCppGenerator._draft
     monkeypatch.setattr(LlamaCppGenerator, "_draft",
                         lambda self, prompt, answer: drafted.append(original(self, prompt, answer)) or drafted[-1])
+    decoded: list[list[int]] = []
+    decode = LlamaCppGenerator._decode
+    monkeypatch.setattr(LlamaCppGenerator, "_decode",
+                        lambda self, *args: decoded.append((result := decode(self, *args))[0]) or result)
+    identical = 0
     for question, indices in QUESTIONS:
         clauses = numbered(indices)
         messages = build_messages(question, clauses, tier=1)
@@ -188,10 +204,37 @@ def test_prompt_lookup_drafts_give_the_same_tier1_answers(smollm2: LlamaCppGener
             smollm2.lookahead = lookahead
             smollm2._llm.reset()
             answers.append(smollm2.generate(messages, max_tokens=MAX_ANSWER_TOKENS, grammar=grammar))
-        assert answers[0].text == answers[1].text and answers[0].output_tokens == answers[1].output_tokens, question
+        single, drafts = decoded[-2:]
+        if single == drafts:
+            assert answers[0].text == answers[1].text
+            identical += 1
+            continue
+        at = next(i for i, (a, b) in enumerate(zip(single, drafts, strict=False)) if a != b)
+        logits = _single_step_logits(smollm2, messages, single[:at])
+        assert 0 <= logits[single[at]] - logits[drafts[at]] < NEAR_TIE, (question, at)
     smollm2.lookahead = DEFAULT_LOOKAHEAD
+    assert identical >= len(QUESTIONS) - 2
     used = [d for d in drafted if d]
     assert used and all(0 < len(d) <= DEFAULT_LOOKAHEAD for d in used)
+
+
+NEAR_TIE = 0.5  # logits: well above the 0.07 flip seen, well below a clear choice
+
+
+def _single_step_logits(smollm2: LlamaCppGenerator, messages: list[dict], prefix: list[int]):  # noqa: ANN202
+    """The logits after the prompt and `prefix` fed one token at a time, as decoding without drafts does."""
+    import llama_cpp
+    import numpy as np
+
+    llm = smollm2._llm
+    rendered = smollm2._chat_format(messages=messages)
+    llm.reset()
+    llm.eval(llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True))
+    for token in prefix:
+        llm.eval([token])
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+    llm.reset()
+    return logits
 
 
 @pytest.mark.integration
