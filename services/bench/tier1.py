@@ -138,9 +138,10 @@ def bench_tier1(limit: int | None = 40, min_clauses: int = 1000, progress: Progr
                 if progress:
                     progress("questions", n, len(queries))
             load_after = os.getloadavg()[0]
+            environment = query.generators[tier1.key].environment()
         finally:
             runtime.close()
-    return _report(tier1.key, corpus, rows, load_before, load_after)
+    return {**_report(tier1.key, corpus, rows, load_before, load_after), "environment": environment}
 
 
 def _report(model_key: str, corpus: dict, rows: list[dict], load_before: float, load_after: float) -> dict:

@@ -156,6 +156,7 @@ def run_generation_benchmark(settings: Settings, registered: RegisteredFacts, re
     rows += _run_probes(spec, generator, probes, progress)
     report = _assemble(policy, spec, fingerprint, rows, gold_dataset_version(gold_dir),
                        time.perf_counter() - started, partial=limit is not None)
+    report["environment"] = generator.environment()  # the same weights answer differently on other kernels
     page = render_generation_html(report)
     if report_path is not None:
         write_report(report, page, report_path)

@@ -209,6 +209,9 @@ def render_generation_html(report: dict) -> str:
         f"<p>{verdict} · gold dataset <code>{_e(report['dataset_version'])}</code> · fingerprint "
         f"<code>{_e(model['fingerprint'][:16])}</code> · {_e(report['created_at'])} · {_e(report['seconds'])} s</p>",
     ]
+    if report.get("environment"):  # reports stored before it was recorded have none
+        parts.append("<p>Measured on: " + " · ".join(f"{_e(k)} <code>{_e(v)}</code>"
+                                                     for k, v in report["environment"].items()) + "</p>")
     if report["threshold_failures"]:
         parts.append("<ul>" + "".join(f'<li class="fail">{_e(f)}</li>' for f in report["threshold_failures"]) + "</ul>")
     parts.append("<h2>Metrics</h2>")

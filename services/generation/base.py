@@ -9,6 +9,7 @@ fall back without knowing which backend failed or how.
 from __future__ import annotations
 
 import importlib.util
+import platform
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -55,11 +56,28 @@ class GenerationTimeout(GenerationError):
         self.output_tokens = output_tokens
 
 
+def cpu_model_name() -> str:
+    """This machine's CPU model as the kernel names it ("AMD EPYC", "Intel(R) Xeon(R) ..."), or the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 class Generator(Protocol):
     spec: ModelSpec
 
     def warm_up(self) -> None:
         """Load weights or open the client; called once at start-up, never per request."""
+
+    def environment(self) -> dict:
+        """What the answers depend on besides the weights and the prompt: the runtime, its build and
+        the CPU it runs on. Greedy answers are replayable only within one environment (near-ties
+        in the model's choices flip with the kernels' rounding), so benchmark reports record it."""
 
     def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
         """Answer chat `messages`; raises GenerationError (GenerationTimeout past `spec.timeout_s`).

@@ -30,6 +30,7 @@ off).
 from __future__ import annotations
 
 import ctypes
+import platform
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ import numpy as np
 
 from governance.policy import ModelSpec
 from services.generation.base import (FINISH_LENGTH, FINISH_LOOP, FINISH_STOP, Generation, GenerationError,
-                                      GenerationTimeout, repeated_run, resolve_model_path)
+                                      GenerationTimeout, cpu_model_name, repeated_run, resolve_model_path)
 
 DEFAULT_SEED = 42  # fixed so the same prompt gives the same answer (replayable audits, stable tests)
 DEFAULT_LOOKAHEAD = 8  # draft tokens taken from the prompt per decoding step (0: one token per step)
@@ -110,6 +111,16 @@ class LlamaCppGenerator:
         self._all_array = llama_cpp.llama_token_data_array(
             data=self._all.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data)), size=n_vocab, selected=-1,
             sorted=False)
+
+    def environment(self) -> dict:
+        import llama_cpp
+
+        # "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | ...": the kernels this build of llama.cpp uses here
+        info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").replace("CPU :", "")
+        features = [item.split("=")[0].strip() for item in info.split("|") if item.strip().endswith("= 1")]
+        return {"runtime": f"llama-cpp-python {llama_cpp.__version__}", "threads": self.n_threads,
+                "lookahead": self.lookahead, "seed": self.seed, "machine": platform.machine(),
+                "cpu": cpu_model_name(), "cpu_features": " ".join(features)}
 
     def generate(self, messages: list[dict], max_tokens: int = 256, grammar: str | None = None) -> Generation:
         if self._llm is None:

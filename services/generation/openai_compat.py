@@ -66,6 +66,10 @@ class OpenAICompatibleGenerator:
             self._client = OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.spec.timeout_s,
                                   max_retries=0)
 
+    def environment(self) -> dict:
+        return {"runtime": "OpenAI-compatible endpoint", "endpoint": self.shown_url, "api_model": self.model_name,
+                "cpu": "not observable: the server's hardware and build are its operator's"}
+
     @property
     def model_name(self) -> str:
         return self.spec.api_model or self.spec.name

@@ -186,6 +186,9 @@ def test_smollm2_on_a_slice_from_the_cli_is_stored_but_a_partial_report_approves
     assert m["tokens"]["input"] > 0 and m["latency_ms"]["n"] == len(sent)
     page = (tmp_path / "gen.html").read_text(encoding="utf-8")
     assert "Prompt-injection probes" in page and SMOLLM in page
+    env = report["environment"]  # where it was measured: other kernels flip near-ties
+    assert env["runtime"].startswith("llama-cpp-python ") and env["cpu_features"]
+    assert "Measured on:" in page and f"<code>{env['cpu_features']}</code>" in page
     assert page.count("<svg") == 3  # rates, categories, latency
     assert sum(report["latency_histogram"]["counts"]) == m["latency_ms"]["n"]
     engine = make_engine(settings.sqlalchemy_url)

@@ -114,6 +114,21 @@ def test_generate_before_warm_up_is_a_generation_error() -> None:
 
 
 @pytest.mark.integration
+def test_the_environment_names_the_runtime_and_the_kernels_it_was_built_with(smollm2: LlamaCppGenerator) -> None:
+    import platform
+
+    import llama_cpp
+
+    env = smollm2.environment()
+    assert env["runtime"] == f"llama-cpp-python {llama_cpp.__version__}"
+    assert (env["threads"], env["lookahead"], env["machine"]) == (smollm2.n_threads, smollm2.lookahead,
+                                                                  platform.machine())
+    info = llama_cpp.llama_print_system_info().decode()
+    assert env["cpu"] and env["cpu_features"].split()
+    assert all(f"{feature} = 1" in info for feature in env["cpu_features"].split())
+
+
+@pytest.mark.integration
 def test_generates_text_with_token_counts(smollm2: LlamaCppGenerator) -> None:
     model = smollm2._llm
     smollm2.warm_up()  # a second warm_up must not reload the weights

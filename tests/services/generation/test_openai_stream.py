@@ -223,6 +223,13 @@ def test_content_chunks_are_counted_above_the_estimate(streaming_server: Streami
     assert result.output_tokens == len(answer) > estimate(len(answer))
 
 
+def test_the_environment_names_the_endpoint_without_its_credentials() -> None:
+    generator = OpenAICompatibleGenerator(REMOTE, "https://svc:pa55@llm.bank.internal/v1")
+    env = generator.environment()
+    assert env["api_model"] == "remote-large" and "llm.bank.internal" in env["endpoint"]
+    assert "pa55" not in str(env)
+
+
 def test_the_request_streams_asks_for_usage_and_uses_it(streaming_server: StreamingServer) -> None:
     result = remote(streaming_server).generate(MESSAGES, max_tokens=64, grammar='root ::= "x"')
     (body,) = streaming_server.requests
