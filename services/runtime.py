@@ -4,6 +4,7 @@ for the API's lifespan or a CLI command's start, and hands them out."""
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,10 +137,40 @@ def load_locked_embedder(settings: Settings, factory: sessionmaker[Session]) -> 
     return embedder, EmbeddingIdentity(embedder.key, fingerprint, index_name_for(fingerprint))
 
 
-def approved_generation_models(session: Session) -> set[str]:
+def approved_generation_fingerprints(session: Session) -> dict[str, str]:
+    """key -> fingerprint of every approved (or active) generation model."""
     rows = session.scalars(select(RegisteredModel).where(
         RegisteredModel.kind == "generation", RegisteredModel.status.in_(("approved", "active")))).all()
-    return {r.key for r in rows}
+    return {r.key: r.fingerprint for r in rows}
+
+
+def environment_changes(measured: dict, now: dict) -> dict[str, dict]:
+    """The fields of a generator's environment that differ from those its benchmark report recorded."""
+    return {name: {"measured": measured.get(name), "now": now.get(name)}
+            for name in sorted(set(measured) | set(now)) if measured.get(name) != now.get(name)}
+
+
+def _check_environment(session: Session, model_key: str, fingerprint: str, environment: dict) -> None:
+    """Warn at start-up when an approved model runs elsewhere than its latest gold report was measured.
+
+    The same weights answer differently on other kernels (near-ties flip), so the approval's
+    evidence describes the environment it names; model risk should benchmark it again here.
+    A warning, not a refusal: the approval stands until they withdraw it.
+    """
+    from governance.approvals import latest_report
+
+    report = latest_report(session, fingerprint)
+    if report is None:  # approved without a stored report (a throw-away bench database)
+        return
+    measured = json.loads(report.report_json).get("environment")
+    if measured is None:
+        log.warning("model.environment_unrecorded", model=model_key, report_id=report.id,
+                    hint="the report predates environment recording; benchmark it again here")
+        return
+    changes = environment_changes(measured, environment)
+    if changes:
+        log.warning("model.environment_differs", model=model_key, report_id=report.id, changes=changes,
+                    hint="its approval was measured elsewhere; benchmark it again here before relying on it")
 
 
 def build_query_service(runtime: Runtime):  # noqa: ANN201
@@ -156,7 +187,8 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
     pii = PiiDetector(policy.pii)
     pii.warm_up()
     with transaction(runtime.session_factory) as session:
-        approved = approved_generation_models(session)
+        fingerprints = approved_generation_fingerprints(session)
+    approved = set(fingerprints)
     generators = {}
     for spec in policy.models:
         if spec.key not in approved:
@@ -171,6 +203,8 @@ def build_query_service(runtime: Runtime):  # noqa: ANN201
         generator = build_generator(spec, settings.openai_endpoints.get(spec.key),
                                     api_key.get_secret_value() if api_key else None)
         generator.warm_up()
+        with runtime.session_factory() as session:
+            _check_environment(session, spec.key, fingerprints[spec.key], generator.environment())
         generators[spec.key] = generator
     retriever = Retriever(runtime.index, policy, runtime.identity.index_name, runtime.session_factory,
                           embed=runtime.embedder.embed)
