@@ -46,6 +46,7 @@ class _StreamedAnswer:
     looped: bool = False
     usage: object | None = None  # the server's CompletionUsage, when it sent one
     saw_choices: bool = False
+    overdue: bool = False  # the deadline passed before the stream ended
 
 
 class OpenAICompatibleGenerator:
@@ -86,12 +87,8 @@ class OpenAICompatibleGenerator:
             stream = self._client.chat.completions.create(model=self.model_name, messages=messages, temperature=0,
                                                           max_tokens=max_tokens, stream=True,
                                                           stream_options={"include_usage": True})
-            with stream:  # leaving it closes the response: on a loop, the server sees its client go
+            with stream:  # leaving it closes the response: on a loop or when overdue, the server sees its client go
                 self._read(stream, answer, started + self.spec.timeout_s)
-        except GenerationTimeout as exc:  # the whole answer took too long: charge what streamed
-            raise GenerationTimeout(str(exc), *_tokens(answer, messages)) from exc
-        except GenerationError:
-            raise
         except openai.APITimeoutError as exc:  # no answer, or a stream that stalled part-way
             raise GenerationTimeout(f"model {self.spec.key}: no answer within {self.spec.timeout_s:g} s",
                                     *_tokens(answer, messages)) from exc
@@ -102,6 +99,9 @@ class OpenAICompatibleGenerator:
             raise GenerationError(f"model {self.spec.key}: HTTP {exc.status_code} from {self.shown_url}") from exc
         except Exception as exc:  # malformed JSON and the like: still a failed generation, not a crash
             raise GenerationError(f"model {self.spec.key}: {type(exc).__name__}: {redact_urls(str(exc))}") from exc
+        if answer.overdue:  # the whole answer took too long: what streamed is charged
+            raise GenerationTimeout(f"model {self.spec.key}: the answer was not finished within "
+                                    f"{self.spec.timeout_s:g} s", *_tokens(answer, messages))
         latency_ms = (time.perf_counter() - started) * 1000
         if not answer.saw_choices:
             raise GenerationError(f"model {self.spec.key}: the response has no choices")
@@ -116,7 +116,7 @@ class OpenAICompatibleGenerator:
 
     def _read(self, stream, answer: _StreamedAnswer, deadline: float) -> None:  # noqa: ANN001 (a Stream)
         """Read the chunks into `answer` until the stream ends, the answer so far ends in a loop, or
-        `deadline` passes (`GenerationTimeout`, `answer` holding what arrived)."""
+        `deadline` passes (`answer.overdue`)."""
         words: list[str] = []
         judged = 0  # characters of the answer already split into `words`
         for chunk in stream:
@@ -137,8 +137,8 @@ class OpenAICompatibleGenerator:
                     answer.looped = True
                     return
             if time.perf_counter() > deadline:
-                raise GenerationTimeout(f"model {self.spec.key}: the answer was not finished within "
-                                        f"{self.spec.timeout_s:g} s")
+                answer.overdue = True
+                return
 
 
 def _tokens(answer: _StreamedAnswer, messages: list[dict]) -> tuple[int, int]:
